@@ -1,0 +1,24 @@
+"""The registry of resource kinds: their models, list models and URL plurals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from caravanserai.api.node import Node, NodeList
+from caravanserai.api.project import Project, ProjectList
+
+Resource = Project | Node
+
+
+@dataclass(frozen=True)
+class ResourceKind:
+    kind: str
+    plural: str
+    model: type[Project] | type[Node]
+    list_model: type[ProjectList] | type[NodeList]
+
+
+PROJECTS = ResourceKind("Project", "projects", Project, ProjectList)
+NODES = ResourceKind("Node", "nodes", Node, NodeList)
+KINDS: dict[str, ResourceKind] = {PROJECTS.kind: PROJECTS, NODES.kind: NODES}
+BY_PLURAL: dict[str, ResourceKind] = {k.plural: k for k in KINDS.values()}

@@ -1,0 +1,155 @@
+"""Label and field selectors (Kubernetes syntax), parsed once and matched against objects.
+
+Label selector: comma-separated requirements ``k=v``, ``k==v``, ``k!=v``, ``k in (a,b)``,
+``k notin (a,b)``, ``k`` (exists), ``!k`` (does not exist).
+Field selector: ``metadata.name``, ``status.phase``, ``status.nodeRef`` (Nodes: ``status.state``)
+with ``=``, ``==`` or ``!=``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from caravanserai.api.problems import BadRequest
+
+FIELD_PATHS: dict[str, tuple[str, ...]] = {
+    "metadata.name": ("metadata", "name"),
+    "status.phase": ("status", "phase"),
+    "status.nodeRef": ("status", "nodeRef"),
+    "status.state": ("status", "state"),
+}
+
+_KEY = r"[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?"
+_SET_RE = re.compile(rf"^\s*(?P<key>{_KEY})\s+(?P<op>in|notin)\s*\((?P<values>[^)]*)\)\s*$")
+_CMP_RE = re.compile(rf"^\s*(?P<key>{_KEY})\s*(?P<op>==|=|!=)\s*(?P<value>[^,]*?)\s*$")
+_EXISTS_RE = re.compile(rf"^\s*(?P<neg>!?)\s*(?P<key>{_KEY})\s*$")
+
+
+@dataclass(frozen=True)
+class Requirement:
+    key: str
+    op: str  # "=", "!=", "in", "notin", "exists", "!exists"
+    values: frozenset[str] = frozenset()
+
+    def matches(self, actual: str | None) -> bool:
+        if self.op == "exists":
+            return actual is not None
+        if self.op == "!exists":
+            return actual is None
+        if self.op in ("=", "in"):
+            return actual is not None and actual in self.values
+        # != and notin match objects without the key, as in Kubernetes.
+        return actual is None or actual not in self.values
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas that are not inside parentheses."""
+    parts, depth, current = [], 0, []
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return [p for p in parts if p.strip()]
+
+
+def parse_label_selector(text: str | None) -> list[Requirement]:
+    """Parse a label selector; raise BadRequest naming the bad term."""
+    if not text or not text.strip():
+        return []
+    reqs = []
+    for term in _split_top_level(text):
+        if m := _SET_RE.match(term):
+            values = frozenset(v.strip() for v in m["values"].split(",") if v.strip())
+            reqs.append(Requirement(m["key"], m["op"], values))
+        elif m := _CMP_RE.match(term):
+            op = "!=" if m["op"] == "!=" else "="
+            reqs.append(Requirement(m["key"], op, frozenset({m["value"]})))
+        elif m := _EXISTS_RE.match(term):
+            reqs.append(Requirement(m["key"], "!exists" if m["neg"] else "exists"))
+        else:
+            raise BadRequest(f"invalid label selector term {term.strip()!r}")
+    return reqs
+
+
+def parse_field_selector(text: str | None) -> list[Requirement]:
+    """Parse a field selector over the supported fields; raise BadRequest otherwise."""
+    if not text or not text.strip():
+        return []
+    reqs = []
+    for term in _split_top_level(text):
+        m = _CMP_RE.match(term)
+        if not m:
+            raise BadRequest(f"invalid field selector term {term.strip()!r}")
+        if m["key"] not in FIELD_PATHS:
+            supported = ", ".join(FIELD_PATHS)
+            raise BadRequest(f"field selector {m['key']!r} is not supported (use {supported})")
+        op = "!=" if m["op"] == "!=" else "="
+        reqs.append(Requirement(m["key"], op, frozenset({m["value"]})))
+    return reqs
+
+
+def _field_value(obj: Mapping[str, Any], key: str) -> str | None:
+    value: Any = obj
+    for part in FIELD_PATHS[key]:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    # An unset field selects as the empty string, as in Kubernetes (status.nodeRef=).
+    return "" if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class Selector:
+    """A conjunction of label requirements, field requirements and allowed values per field.
+
+    ``any_of`` holds OR-sets such as the repeated ``?phase=`` query parameter:
+    ``{"status.phase": {"Running", "Failed"}}``.
+    """
+
+    labels: tuple[Requirement, ...] = ()
+    fields: tuple[Requirement, ...] = ()
+    any_of: tuple[tuple[str, frozenset[str]], ...] = field(default=())
+
+    @classmethod
+    def parse(
+        cls,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        any_of: Mapping[str, frozenset[str] | set[str]] | None = None,
+    ) -> Selector:
+        for key in any_of or {}:
+            if key not in FIELD_PATHS:
+                raise BadRequest(f"field {key!r} cannot be selected on")
+        return cls(
+            tuple(parse_label_selector(label_selector)),
+            tuple(parse_field_selector(field_selector)),
+            tuple((k, frozenset(v)) for k, v in (any_of or {}).items() if v),
+        )
+
+    @property
+    def empty(self) -> bool:
+        return not (self.labels or self.fields or self.any_of)
+
+    def matches(self, obj: Mapping[str, Any] | None) -> bool:
+        """Whether the object (its JSON/wire dict form) is selected. None never matches."""
+        if obj is None:
+            return False
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        if not all(r.matches(labels.get(r.key)) for r in self.labels):
+            return False
+        if not all(r.matches(_field_value(obj, r.key)) for r in self.fields):
+            return False
+        return all(_field_value(obj, key) in values for key, values in self.any_of)
+
+
+EVERYTHING = Selector()

@@ -1,0 +1,1 @@
+-- Caravanserai schema (applied idempotently at server start)
