@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Final
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
 from pydantic.alias_generators import to_camel
 
-API_VERSION = "caravanserai/v1"
+API_VERSION: Final = "caravanserai/v1"
 
 
 def _rfc3339(value: datetime) -> str:

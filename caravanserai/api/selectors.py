@@ -26,6 +26,8 @@ _KEY = r"[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?"
 _SET_RE = re.compile(rf"^\s*(?P<key>{_KEY})\s+(?P<op>in|notin)\s*\((?P<values>[^)]*)\)\s*$")
 _CMP_RE = re.compile(rf"^\s*(?P<key>{_KEY})\s*(?P<op>==|=|!=)\s*(?P<value>[^,]*?)\s*$")
 _EXISTS_RE = re.compile(rf"^\s*(?P<neg>!?)\s*(?P<key>{_KEY})\s*$")
+# A label value: empty, or ≤63 alphanumerics, '-', '_', '.', alphanumeric at both ends.
+_LABEL_VALUE_RE = re.compile(r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,9 @@ class Requirement:
 
 def _split_top_level(text: str) -> list[str]:
     """Split on commas that are not inside parentheses."""
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for ch in text:
         if ch == "(":
             depth += 1
@@ -62,6 +66,14 @@ def _split_top_level(text: str) -> list[str]:
     return [p for p in parts if p.strip()]
 
 
+def _label_values(term: str, values: frozenset[str]) -> frozenset[str]:
+    """``values`` if each is a possible label value (a typo like ``a=b c`` matches nothing)."""
+    for value in values:
+        if not _LABEL_VALUE_RE.fullmatch(value):
+            raise BadRequest(f"invalid label selector term {term.strip()!r}: bad value {value!r}")
+    return values
+
+
 def parse_label_selector(text: str | None) -> list[Requirement]:
     """Parse a label selector; raise BadRequest naming the bad term."""
     if not text or not text.strip():
@@ -70,10 +82,12 @@ def parse_label_selector(text: str | None) -> list[Requirement]:
     for term in _split_top_level(text):
         if m := _SET_RE.match(term):
             values = frozenset(v.strip() for v in m["values"].split(",") if v.strip())
-            reqs.append(Requirement(m["key"], m["op"], values))
+            if not values:
+                raise BadRequest(f"invalid label selector term {term.strip()!r}: empty set")
+            reqs.append(Requirement(m["key"], m["op"], _label_values(term, values)))
         elif m := _CMP_RE.match(term):
             op = "!=" if m["op"] == "!=" else "="
-            reqs.append(Requirement(m["key"], op, frozenset({m["value"]})))
+            reqs.append(Requirement(m["key"], op, _label_values(term, frozenset({m["value"]}))))
         elif m := _EXISTS_RE.match(term):
             reqs.append(Requirement(m["key"], "!exists" if m["neg"] else "exists"))
         else:
@@ -98,13 +112,12 @@ def parse_field_selector(text: str | None) -> list[Requirement]:
     return reqs
 
 
-def _field_value(obj: Mapping[str, Any], key: str) -> str | None:
+def _field_value(obj: Mapping[str, Any], key: str) -> str:
     value: Any = obj
     for part in FIELD_PATHS[key]:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
-    # An unset field selects as the empty string, as in Kubernetes (status.nodeRef=).
+        value = value.get(part) if isinstance(value, Mapping) else None
+    # An unset field selects as the empty string, as in Kubernetes (status.nodeRef=), also
+    # when a whole level is missing (an object without status is not scheduled).
     return "" if value is None else str(value)
 
 

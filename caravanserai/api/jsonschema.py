@@ -1,0 +1,230 @@
+"""JSON Schemas (Draft 2020-12) of the resource kinds, generated from the pydantic models.
+
+Editors and CI use them to check manifests before they reach the server; the server itself
+validates with ``caravanserai.api.validation`` (which checks everything here and more: unique
+names, references between fields, host-port clashes). The files in ``schemas/`` are generated
+by ``hack/gen-schemas.py``, and a unit test fails when they are stale.
+
+Shape (as the original's ``schemas/*.json``): ``$id`` ``project.json`` / ``node.json``, a
+top-level ``$ref`` to ``#/$defs/Project`` / ``#/$defs/Node``, every object closed with
+``additionalProperties: false``, models titled by class name and described by their docstring
+(or by the seed documentation's wording where the model has none). The patterns and bounds
+that JSON Schema can express (names, image references, env names, ports, absolute mount paths,
+at least one service) are the ones ``validation`` enforces, from the same constants.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from pydantic import BaseModel
+
+from caravanserai.api import validation as v
+from caravanserai.api.node import Node
+from caravanserai.api.project import Project
+
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+# Descriptions of models without a docstring and of fields, worded after the seed documents.
+_MODEL_DESCRIPTIONS: dict[str, str] = {
+    "Project": (
+        "A Compose-like group of services that run together on one node, sharing a Docker "
+        "bridge network."
+    ),
+    "Node": "A machine running cara-agent, on which projects are scheduled.",
+    "ProjectSpec": "The desired state of a project.",
+    "ProjectStatus": "What the system observed of a project (written by the server and agents).",
+    "EnvVar": "An environment variable injected at container start.",
+    "VolumeMount": "A volume of spec.volumes mounted into the container.",
+    "VolumeDef": "A named volume that services of the project can mount.",
+    "IngressDef": "An HTTP routing rule that maps a hostname to a service.",
+    "IngressTarget": "The service and port traffic is routed to.",
+    "IngressAccess": "Who can reach the route.",
+    "NodeSpec": "The desired state of a node.",
+    "NodeStatus": "What the node's agent reported.",
+    "NodeNetwork": "How the node is reached.",
+    "NodeInfo": "Facts about the node's machine and software.",
+    "Throughput": "The last measured network throughput of the node.",
+}
+
+_FIELD_DESCRIPTIONS: dict[tuple[str, str], str] = {
+    ("Project", "apiVersion"): 'Must be "caravanserai/v1".',
+    ("Project", "kind"): 'Must be "Project".',
+    ("Node", "apiVersion"): 'Must be "caravanserai/v1".',
+    ("Node", "kind"): 'Must be "Node".',
+    ("ObjectMeta", "name"): (
+        "Unique name of the object. Must be a DNS label: lowercase alphanumerics and hyphens, "
+        "at most 63 characters, no leading or trailing hyphen."
+    ),
+    ("ObjectMeta", "labels"): "Arbitrary key/value string pairs for selection and grouping.",
+    ("ObjectMeta", "annotations"): "Non-identifying key/value metadata.",
+    ("ObjectMeta", "uid"): "Set by the server.",
+    ("ObjectMeta", "resourceVersion"): (
+        "Set by the server; an update carrying a stale value is rejected (409)."
+    ),
+    ("ObjectMeta", "generation"): "Set by the server; increases with every spec change.",
+    ("ObjectMeta", "creationTimestamp"): "Set by the server.",
+    ("ObjectMeta", "deletionTimestamp"): "Set by the server when deletion was requested.",
+    ("ProjectSpec", "services"): (
+        "Ordered list of containers to run. At least one service is required."
+    ),
+    ("ProjectSpec", "volumes"): (
+        "Named volumes shared across services. Reference a volume from a service by setting "
+        "volumeMounts[].name to the same value."
+    ),
+    ("ProjectSpec", "ingress"): "HTTP ingress routing rules.",
+    ("ProjectSpec", "expireAt"): (
+        "RFC 3339 timestamp. When set, the GC controller deletes the project after this time."
+    ),
+    ("ServiceDef", "name"): (
+        "Service name, unique within the project. Used as the DNS hostname inside the shared "
+        "Docker bridge network."
+    ),
+    ("ServiceDef", "image"): 'Docker image reference, e.g. "nginx:alpine" or "postgres:15".',
+    ("ServiceDef", "env"): "Environment variables injected into the container at runtime.",
+    ("ServiceDef", "volumeMounts"): "Volumes to mount into this container.",
+    ("ServiceDef", "command"): "Overrides the image's CMD (as Compose's command).",
+    ("ServiceDef", "entrypoint"): "Overrides the image's ENTRYPOINT (as Compose's entrypoint).",
+    ("ServiceDef", "ports"): "Container ports, optionally published on the node.",
+    ("EnvVar", "name"): (
+        "Variable name: letters, digits, '_', '-' and '.', not starting with a digit."
+    ),
+    ("VolumeMount", "name"): "Name of a volume defined in spec.volumes.",
+    ("VolumeMount", "mountPath"): "Absolute path inside the container where the volume is mounted.",
+    ("PortMapping", "containerPort"): "Port inside the container.",
+    ("PortMapping", "hostPort"): "Port published on the node; unique per protocol in the project.",
+    ("VolumeDef", "name"): "Unique volume name within the project.",
+    ("VolumeDef", "type"): (
+        "Volume lifecycle type. Currently only Ephemeral is supported: the volume is discarded "
+        "when the project is stopped or moved to another node."
+    ),
+    ("IngressDef", "name"): "Unique name for this ingress rule within the project.",
+    ("IngressDef", "host"): (
+        "Hostname for the rule. If the value contains a dot it is used verbatim; otherwise the "
+        "hostname is assembled as {host}.{environment}.{baseDomain}."
+    ),
+    ("IngressTarget", "service"): "Name of the service to route traffic to.",
+    ("IngressTarget", "port"): "Port on the target service.",
+    ("IngressAccess", "scope"): (
+        "Currently only Internal is supported: the route is visible only on the overlay network."
+    ),
+    ("ProjectStatus", "phase"): "Lifecycle phase.",
+    ("ProjectStatus", "nodeRef"): "Name of the node the project is scheduled on.",
+    ("NodeSpec", "hostname"): "The machine's hostname.",
+    ("NodeSpec", "unschedulable"): "When true, the scheduler places no new projects on the node.",
+    ("NodeStatus", "state"): "Ready, NotReady or Draining.",
+    ("NodeStatus", "lastHeartbeat"): "When the agent last posted a heartbeat.",
+}
+
+_PORT = {"minimum": v.PORT_MIN, "maximum": v.PORT_MAX}
+_DNS_LABEL = {"minLength": 1, "maxLength": v.DNS_LABEL_MAX, "pattern": f"^{v.DNS_LABEL_PATTERN}$"}
+
+# Constraints added to a property (to its non-null branch when it is nullable).
+_CONSTRAINTS: dict[tuple[str, str], dict[str, Any]] = {
+    ("ObjectMeta", "name"): _DNS_LABEL,
+    ("ObjectMeta", "labels"): {
+        "propertyNames": {"pattern": f"^{v.LABEL_KEY_PATTERN}$"},
+        "additionalProperties": {
+            "type": "string",
+            "maxLength": v.LABEL_VALUE_MAX,
+            "pattern": f"^{v.LABEL_VALUE_PATTERN}$",
+        },
+    },
+    ("ObjectMeta", "annotations"): {"propertyNames": {"pattern": f"^{v.LABEL_KEY_PATTERN}$"}},
+    ("ProjectSpec", "services"): {"minItems": 1},
+    ("ServiceDef", "name"): _DNS_LABEL,
+    ("ServiceDef", "image"): {"minLength": 1, "pattern": f"^{v.IMAGE_REFERENCE_PATTERN}$"},
+    ("EnvVar", "name"): {"minLength": 1, "pattern": f"^{v.ENV_NAME_PATTERN}$"},
+    ("VolumeMount", "name"): {"minLength": 1},
+    ("VolumeMount", "mountPath"): {"pattern": "^/"},
+    ("PortMapping", "containerPort"): _PORT,
+    ("PortMapping", "hostPort"): _PORT,
+    ("VolumeDef", "name"): _DNS_LABEL,
+    ("IngressDef", "name"): _DNS_LABEL,
+    ("IngressDef", "host"): {
+        "minLength": 1,
+        "maxLength": v.HOSTNAME_MAX,
+        "pattern": f"^{v.HOSTNAME_PATTERN}$",
+    },
+    ("IngressTarget", "service"): {"minLength": 1},
+    ("IngressTarget", "port"): _PORT,
+    ("NodeSpec", "hostname"): {
+        "minLength": 1,
+        "maxLength": v.HOSTNAME_MAX,
+        "pattern": f"^{v.HOSTNAME_PATTERN.replace('a-z', 'a-zA-Z')}$",
+    },
+    ("NodeNetwork", "agentPort"): _PORT,
+    ("NodeNetwork", "proxyPort"): _PORT,
+}
+
+# Fields a manifest must state although the model has a default for them.
+_REQUIRED: dict[str, list[str]] = {
+    "Project": ["apiVersion", "kind", "metadata", "spec"],
+    "Node": ["apiVersion", "kind", "metadata"],
+    "ProjectSpec": ["services"],
+}
+
+
+def schema_for(model: type[BaseModel], file_name: str) -> dict[str, Any]:
+    """The published JSON Schema of one resource kind."""
+    generated = model.model_json_schema(by_alias=True, mode="validation")
+    defs: dict[str, Any] = generated.pop("$defs", {})
+    defs[model.__name__] = generated
+    for name, schema in defs.items():
+        _post_process(name, schema)
+    return {
+        "$schema": DIALECT,
+        "$id": file_name,
+        "$ref": f"#/$defs/{model.__name__}",
+        "$defs": dict(sorted(defs.items())),
+    }
+
+
+def project_schema() -> dict[str, Any]:
+    return schema_for(Project, "project.json")
+
+
+def node_schema() -> dict[str, Any]:
+    return schema_for(Node, "node.json")
+
+
+def generate() -> dict[str, str]:
+    """``{file name: file text}`` of every schema in ``schemas/``."""
+    return {"project.json": render(project_schema()), "node.json": render(node_schema())}
+
+
+def render(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+
+def _post_process(name: str, schema: dict[str, Any]) -> None:
+    schema["title"] = name
+    if name in _MODEL_DESCRIPTIONS and "description" not in schema:
+        schema["description"] = _MODEL_DESCRIPTIONS[name]
+    properties: dict[str, Any] = schema.get("properties", {})
+    if schema.get("type") == "object" and properties:
+        schema["additionalProperties"] = False
+    for prop_name, prop in properties.items():
+        prop.pop("title", None)  # pydantic's "Mountpath"-style titles say nothing
+        if (name, prop_name) in _FIELD_DESCRIPTIONS:
+            prop["description"] = _FIELD_DESCRIPTIONS[(name, prop_name)]
+        if (name, prop_name) in _CONSTRAINTS:
+            _non_null(prop).update(copy.deepcopy(_CONSTRAINTS[(name, prop_name)]))
+    required = set(schema.get("required", [])) | set(_REQUIRED.get(name, []))
+    if required:
+        schema["required"] = [p for p in properties if p in required]  # in property order
+    # Keys in a fixed, readable order.
+    order = ["title", "description", "type", "properties", "required", "additionalProperties"]
+    items = sorted(schema.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99)
+    schema.clear()
+    schema.update(items)
+
+
+def _non_null(prop: dict[str, Any]) -> dict[str, Any]:
+    """The branch of ``X | None`` that is not null (or the property itself)."""
+    for branch in prop.get("anyOf", []):
+        if branch.get("type") != "null":
+            return branch
+    return prop
