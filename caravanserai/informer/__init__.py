@@ -1,1 +1,97 @@
+"""The informer library: list/watch, caches with indexers, work queues and controllers.
 
+The anchor is client-go's ``tools/cache`` and ``util/workqueue`` and controller-runtime's
+Reconciler. See ``docs/controllers.md`` for a guide.
+
+- :class:`ListerWatcher` (:class:`HTTPListerWatcher`, :class:`StoreListerWatcher`)
+- :class:`Reflector` keeps a :class:`Cache` current (resume, relist on 410, backoff, liveness)
+- :class:`SharedInformer`: one reflector + cache, many handlers, indexers, resync
+- :class:`WorkQueue` with rate limiters; :class:`Controller` runs a :class:`Reconciler`
+- :class:`LeaderElector` on PostgreSQL
+- :class:`ControllerContext` / :class:`InformerFactory`: the controller plug-in contract
+- :class:`Clock` / :class:`FakeClock`: injectable time
+"""
+
+from caravanserai.client.http import ListOptions
+from caravanserai.client.watch import WatchEvent
+from caravanserai.informer.backoff import Backoff
+from caravanserai.informer.cache import (
+    Cache,
+    Delta,
+    DeltaType,
+    Indexer,
+    IndexFunc,
+    index_by_label,
+    index_by_node_ref,
+    index_by_phase,
+    index_by_state,
+)
+from caravanserai.informer.clock import Clock, FakeClock, RealClock, TimerHandle
+from caravanserai.informer.controller import Controller, Reconciler, Result
+from caravanserai.informer.informer import HandlerRegistration, SharedInformer
+from caravanserai.informer.leader import LeaderElector
+from caravanserai.informer.listerwatcher import (
+    HTTPListerWatcher,
+    ListerWatcher,
+    StoreListerWatcher,
+)
+from caravanserai.informer.manager_api import (
+    ENTRY_POINT_GROUP,
+    ControllerContext,
+    ControllerFactory,
+    InformerFactory,
+    RunnableController,
+    run_controllers,
+)
+from caravanserai.informer.ratelimit import (
+    BucketRateLimiter,
+    ItemExponentialRateLimiter,
+    MaxOfRateLimiter,
+    RateLimiter,
+    default_controller_rate_limiter,
+)
+from caravanserai.informer.reflector import Reflector, StreamStalled
+from caravanserai.informer.workqueue import ShutDown, WorkQueue
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Backoff",
+    "BucketRateLimiter",
+    "Cache",
+    "Clock",
+    "Controller",
+    "ControllerContext",
+    "ControllerFactory",
+    "Delta",
+    "DeltaType",
+    "FakeClock",
+    "HTTPListerWatcher",
+    "HandlerRegistration",
+    "IndexFunc",
+    "Indexer",
+    "InformerFactory",
+    "ItemExponentialRateLimiter",
+    "LeaderElector",
+    "ListOptions",
+    "ListerWatcher",
+    "MaxOfRateLimiter",
+    "RateLimiter",
+    "RealClock",
+    "Reconciler",
+    "Reflector",
+    "Result",
+    "RunnableController",
+    "SharedInformer",
+    "ShutDown",
+    "StoreListerWatcher",
+    "StreamStalled",
+    "TimerHandle",
+    "WatchEvent",
+    "WorkQueue",
+    "default_controller_rate_limiter",
+    "index_by_label",
+    "index_by_node_ref",
+    "index_by_phase",
+    "index_by_state",
+    "run_controllers",
+]

@@ -1,0 +1,508 @@
+"""The typed async HTTP client of the Caravanserai API (aiohttp).
+
+::
+
+    async with CaravanseraiClient("http://localhost:8080") as c:
+        project = await c.projects.get("web")
+        async for event in c.projects.watch(resource_version=project.metadata.resource_version):
+            ...
+
+Every call has a timeout (``timeout``, default 10 s). Watches have no total timeout but a
+read timeout (``watch_read_timeout``, default 90 s, longer than the server's bookmark
+interval) so a stream that goes silent is detected. Errors reported by the server are the
+typed errors of :mod:`caravanserai.api.problems` (``NotFound``, ``Conflict``,
+``AlreadyExists``, ``Expired``, ``Invalid`` with ``.errors``, ...); a server that cannot be
+reached raises :class:`ServerUnreachable` naming its URL.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
+
+import aiohttp
+from pydantic import ValidationError
+
+from caravanserai.api.base import API_VERSION
+from caravanserai.api.node import Heartbeat, Node
+from caravanserai.api.problems import CaravanseraiError, Problem, error_from_problem
+from caravanserai.api.project import Project, ProjectPhase
+from caravanserai.api.selectors import Selector
+from caravanserai.client.errors import (
+    ClientError,
+    ProtocolError,
+    RequestTimeout,
+    ServerUnreachable,
+)
+from caravanserai.client.watch import WatchEvent, parse_event
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "DEFAULT_WATCH_READ_TIMEOUT",
+    "CaravanseraiClient",
+    "ConnectionLost",
+    "ListOptions",
+    "NodeClient",
+    "ObjectList",
+    "ProjectClient",
+    "ResourceClient",
+]
+
+T = TypeVar("T", bound=Project | Node)
+
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_WATCH_READ_TIMEOUT = 90.0
+_MAX_LINE = 32 * 1024 * 1024
+
+
+class ConnectionLost(ClientError, ConnectionError):
+    """An established connection (usually a watch stream) broke before it ended cleanly."""
+
+    slug = "connection-lost"
+
+
+@dataclass(frozen=True, slots=True)
+class ListOptions:
+    """What a list or watch selects. Hashable: shared informers are keyed by it.
+
+    ``phase`` is an OR-set (the repeatable ``?phase=``); all parts are ANDed.
+    """
+
+    label_selector: str | None = None
+    field_selector: str | None = None
+    phase: tuple[str, ...] = ()
+    node_ref: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        phase: str | ProjectPhase | Iterable[str] | None = None,
+        node_ref: str | None = None,
+    ) -> ListOptions:
+        """Build options, accepting one phase or several."""
+        if phase is None:
+            phases: tuple[str, ...] = ()
+        elif isinstance(phase, str):
+            phases = (str(phase),)
+        else:
+            phases = tuple(sorted(str(p) for p in phase))
+        return cls(label_selector or None, field_selector or None, phases, node_ref)
+
+    def to_params(self) -> list[tuple[str, str]]:
+        """The query parameters of this selection."""
+        params: list[tuple[str, str]] = []
+        if self.label_selector:
+            params.append(("labelSelector", self.label_selector))
+        if self.field_selector:
+            params.append(("fieldSelector", self.field_selector))
+        params.extend(("phase", p) for p in self.phase)
+        if self.node_ref is not None:
+            params.append(("nodeRef", self.node_ref))
+        return params
+
+    def to_selector(self) -> Selector:
+        """The same selection as a parsed :class:`caravanserai.api.Selector` (for the store)."""
+        any_of: dict[str, set[str]] = {}
+        if self.phase:
+            any_of["status.phase"] = set(self.phase)
+        if self.node_ref is not None:
+            any_of["status.nodeRef"] = {self.node_ref}
+        return Selector.parse(self.label_selector, self.field_selector, any_of)
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectList(Generic[T]):
+    """One list response: the items, the revision the list saw and the next page's token."""
+
+    items: list[T]
+    resource_version: str
+    continue_: str | None = None
+
+
+class CaravanseraiClient:
+    """Async client for every route of ``/api/v1``. Use as an async context manager.
+
+    Args:
+        base_url: the server, e.g. ``http://localhost:8080`` (``/api/v1`` is appended).
+        token: optional bearer token sent as ``Authorization: Bearer ...``.
+        timeout: seconds for every non-watch call (connect + answer).
+        watch_read_timeout: seconds a watch stream may stay silent before it is dropped.
+        session: an existing ``aiohttp.ClientSession`` to use (not closed by the client).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        watch_read_timeout: float = DEFAULT_WATCH_READ_TIMEOUT,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.watch_read_timeout = watch_read_timeout
+        self._headers = {"Accept": "application/json", "User-Agent": "caravanserai-client/0.1"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._session = session
+        self._owns_session = session is None
+        self.projects = ProjectClient(self, Project, "projects")
+        self.nodes = NodeClient(self, Node, "nodes")
+
+    async def __aenter__(self) -> CaravanseraiClient:
+        self._get_session()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the HTTP session (if the client created it)."""
+        if self._session is not None and self._owns_session:
+            await self._session.close()
+            self._session = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(headers=self._headers)
+            self._owns_session = True
+        return self._session
+
+    def resource(self, model: type[T]) -> ResourceClient[T]:
+        """The typed client for a model class (``Project`` or ``Node``)."""
+        if model is Project:
+            return self.projects  # type: ignore[return-value]
+        if model is Node:
+            return self.nodes  # type: ignore[return-value]
+        raise TypeError(f"no API resource for {model!r}")
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def url(self, path: str) -> str:
+        """The absolute URL of an API path such as ``/api/v1/projects``."""
+        return self.base_url + path
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: list[tuple[str, str]] | None = None,
+        body: Mapping[str, Any] | None = None,
+    ) -> tuple[int, Any]:
+        """Send one request; return ``(status, decoded JSON body or None)`` for 2xx.
+
+        Raises the typed error of a problem response, :class:`ServerUnreachable`,
+        :class:`RequestTimeout` or :class:`ProtocolError`.
+        """
+        session = self._get_session()
+        url = self.url(path)
+        what = f"{method} {url}"
+        try:
+            async with session.request(
+                method,
+                url,
+                params=params,
+                json=body,
+                headers=self._headers if not self._owns_session else None,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            ) as resp:
+                if resp.status >= 400:
+                    raise await _error_from_response(resp)
+                raw = await resp.read()
+                if not raw:
+                    return resp.status, None
+                if "json" not in (resp.content_type or ""):
+                    return resp.status, raw.decode(errors="replace")
+                try:
+                    return resp.status, json.loads(raw)
+                except ValueError as exc:
+                    raise ProtocolError(f"{what}: invalid JSON in the response") from exc
+        except TimeoutError as exc:
+            raise RequestTimeout(what, self.timeout) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise ServerUnreachable(self.base_url, _reason(exc)) from exc
+        except aiohttp.ClientConnectionError as exc:
+            raise ConnectionLost(f"{what}: connection lost: {_reason(exc)}") from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise ConnectionLost(f"{what}: incomplete response: {exc}") from exc
+
+    async def stream(
+        self, path: str, params: list[tuple[str, str]]
+    ) -> AsyncIterator[dict[str, Any]]:
+        """GET a newline-delimited JSON stream and yield each decoded line."""
+        session = self._get_session()
+        url = self.url(path)
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.timeout, sock_read=self.watch_read_timeout
+        )
+        try:
+            async with session.get(
+                url,
+                params=params,
+                headers=self._headers if not self._owns_session else None,
+                timeout=timeout,
+            ) as resp:
+                if resp.status >= 400:
+                    raise await _error_from_response(resp)
+                buf = bytearray()
+                async for chunk in resp.content.iter_any():
+                    buf += chunk
+                    start = 0
+                    while (end := buf.find(b"\n", start)) >= 0:
+                        line = bytes(buf[start:end]).strip()
+                        start = end + 1
+                        if line:
+                            yield _decode_line(line, url)
+                    del buf[:start]
+                    if len(buf) > _MAX_LINE:
+                        raise ProtocolError(f"GET {url}: watch line longer than {_MAX_LINE} bytes")
+                if buf.strip():
+                    yield _decode_line(bytes(buf).strip(), url)
+        except TimeoutError as exc:
+            raise RequestTimeout(f"watch {url} (no data)", self.watch_read_timeout) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise ServerUnreachable(self.base_url, _reason(exc)) from exc
+        except aiohttp.ClientConnectionError as exc:
+            raise ConnectionLost(f"watch {url}: connection lost: {_reason(exc)}") from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise ConnectionLost(f"watch {url}: stream broken: {exc}") from exc
+
+    # -- server-wide routes ---------------------------------------------------------------
+
+    async def version(self) -> dict[str, Any]:
+        """``GET /api/v1/version``."""
+        _, body = await self.request("GET", "/api/v1/version")
+        return dict(body or {})
+
+    async def healthz(self) -> bool:
+        """``GET /api/healthz``: True when the server process is alive."""
+        await self.request("GET", "/api/healthz")
+        return True
+
+    async def readyz(self) -> bool:
+        """``GET /api/readyz``: True when the server can reach its database."""
+        try:
+            await self.request("GET", "/api/readyz")
+        except CaravanseraiError as exc:
+            if exc.status == 503 and not isinstance(exc, ClientError):
+                return False
+            raise
+        return True
+
+
+class ResourceClient(Generic[T]):
+    """Typed routes of one resource kind (``client.projects`` / ``client.nodes``)."""
+
+    def __init__(self, client: CaravanseraiClient, model: type[T], plural: str) -> None:
+        self.client = client
+        self.model = model
+        self.plural = plural
+        self.path = f"/api/v1/{plural}"
+
+    def _parse(self, data: Any) -> T:
+        try:
+            return cast(T, self.model.model_validate(data))
+        except ValidationError as exc:
+            raise ProtocolError(f"the server sent an invalid {self.model.__name__}: {exc}") from exc
+
+    def _body(self, obj: T | Mapping[str, Any]) -> dict[str, Any]:
+        if isinstance(obj, Mapping):
+            # A plain manifest may leave out apiVersion/kind: this client knows them.
+            body = dict(obj)
+            body.setdefault("apiVersion", API_VERSION)
+            body.setdefault("kind", self.model.__name__)
+            return body
+        return obj.to_wire()
+
+    async def create(self, obj: T | Mapping[str, Any]) -> T:
+        """``POST``: create the object (a model, or a manifest dict whose ``apiVersion`` and
+        ``kind`` may be left out); returns the stored object. AlreadyExists on 409,
+        Invalid (422, ``.errors`` per field) for a bad object."""
+        _, body = await self.client.request("POST", self.path, body=self._body(obj))
+        return self._parse(body)
+
+    async def get(self, name: str) -> T:
+        """``GET /{name}``; NotFound on 404."""
+        _, body = await self.client.request("GET", f"{self.path}/{name}")
+        return self._parse(body)
+
+    async def list(
+        self,
+        options: ListOptions | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        phase: str | Iterable[str] | None = None,
+        node_ref: str | None = None,
+        limit: int | None = None,
+        continue_: str | None = None,
+    ) -> ObjectList[T]:
+        """One page of the list (all of it without ``limit``), consistent at one revision."""
+        opts = options or ListOptions.of(
+            label_selector=label_selector,
+            field_selector=field_selector,
+            phase=phase,
+            node_ref=node_ref,
+        )
+        params = opts.to_params()
+        if limit is not None:
+            params.append(("limit", str(limit)))
+        if continue_:
+            params.append(("continue", continue_))
+        _, body = await self.client.request("GET", self.path, params=params)
+        if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+            raise ProtocolError(f"GET {self.path}: not a list response")
+        meta = body.get("metadata") or {}
+        return ObjectList(
+            [self._parse(item) for item in body["items"]],
+            str(meta.get("resourceVersion") or ""),
+            meta.get("continue") or None,
+        )
+
+    async def list_all(
+        self, options: ListOptions | None = None, *, page_size: int = 500
+    ) -> ObjectList[T]:
+        """Every matching object, fetched in pages of ``page_size`` at one revision."""
+        items: list[T] = []
+        page = await self.list(options, limit=page_size)
+        items.extend(page.items)
+        while page.continue_:
+            page = await self.list(options, limit=page_size, continue_=page.continue_)
+            items.extend(page.items)
+        return ObjectList(items, page.resource_version)
+
+    async def update(self, obj: T | Mapping[str, Any]) -> T:
+        """``PUT /{name}``: replace spec, labels and annotations.
+
+        If ``metadata.resourceVersion`` is set it is a precondition: Conflict (409) when the
+        stored object has moved on. Returns the stored object.
+        """
+        body = self._body(obj)
+        name = body["metadata"]["name"]
+        _, data = await self.client.request("PUT", f"{self.path}/{name}", body=body)
+        return self._parse(data)
+
+    async def update_status(self, obj: T | Mapping[str, Any]) -> T:
+        """``PUT /{name}/status``: replace the status (resourceVersion precondition)."""
+        body = self._body(obj)
+        name = body["metadata"]["name"]
+        _, data = await self.client.request("PUT", f"{self.path}/{name}/status", body=body)
+        return self._parse(data)
+
+    async def delete(self, name: str, *, force: bool = False) -> T | None:
+        """``DELETE /{name}``: None when the object is gone (204); the object when it is
+        now Terminating (202) and will be removed once its node has torn it down."""
+        params = [("force", "true")] if force else None
+        status, body = await self.client.request("DELETE", f"{self.path}/{name}", params=params)
+        if status == 202 and isinstance(body, dict):
+            return self._parse(body)
+        return None
+
+    async def watch(
+        self,
+        resource_version: str | None = None,
+        options: ListOptions | None = None,
+        *,
+        timeout_seconds: int | None = None,
+        allow_bookmarks: bool = True,
+    ) -> AsyncIterator[WatchEvent[T]]:
+        """Stream typed events after ``resource_version``.
+
+        Without a resource version the stream starts with ADDED for every current object.
+        An ERROR event (``event.error``; ``Expired`` when the revision left the log) ends the
+        stream. ``timeout_seconds`` asks the server to end the stream cleanly after that
+        long. Raises :class:`RequestTimeout` when the stream stays silent for longer than
+        the client's ``watch_read_timeout``.
+        """
+        params = (options or ListOptions()).to_params()
+        params.append(("watch", "true"))
+        if resource_version:
+            params.append(("resourceVersion", resource_version))
+        if allow_bookmarks:
+            params.append(("allowWatchBookmarks", "true"))
+        if timeout_seconds is not None:
+            params.append(("timeoutSeconds", str(int(timeout_seconds))))
+        async for data in self.client.stream(self.path, params):
+            event = parse_event(data, self.model)
+            yield event
+            if event.error is not None:
+                return
+
+
+class ProjectClient(ResourceClient[Project]):
+    """``/api/v1/projects`` plus the phase PATCH."""
+
+    async def patch_status(
+        self,
+        name: str,
+        phase: ProjectPhase | str,
+        reason: str | None = None,
+        message: str | None = None,
+        *,
+        node_ref: str | None = None,
+        resource_version: str | None = None,
+    ) -> None:
+        """``PATCH /{name}/status`` with ``{phase, reason, message, nodeRef}``.
+
+        ``node_ref`` may only accompany ``Scheduled`` (the scheduler's assignment);
+        ``resource_version`` is a precondition. Conflict (409) when the phase machine does
+        not allow the transition or the precondition fails.
+        """
+        body: dict[str, Any] = {"phase": str(phase)}
+        if reason is not None:
+            body["reason"] = reason
+        if message is not None:
+            body["message"] = message
+        if node_ref is not None:
+            body["nodeRef"] = node_ref
+        if resource_version is not None:
+            body["resourceVersion"] = resource_version
+        await self.client.request("PATCH", f"{self.path}/{name}/status", body=body)
+
+
+class NodeClient(ResourceClient[Node]):
+    """``/api/v1/nodes`` plus the heartbeat."""
+
+    async def heartbeat(self, name: str, heartbeat: Heartbeat | None = None) -> None:
+        """``POST /{name}/heartbeat``; NotFound when the node is not registered."""
+        body = heartbeat.to_wire() if heartbeat is not None else {}
+        await self.client.request("POST", f"{self.path}/{name}/heartbeat", body=body)
+
+
+async def _error_from_response(resp: aiohttp.ClientResponse) -> CaravanseraiError:
+    raw = await resp.read()
+    problem: Problem | None = None
+    if "json" in (resp.content_type or ""):
+        try:
+            problem = Problem.model_validate_json(raw)
+        except (ValidationError, ValueError):
+            problem = None
+    if problem is None:
+        detail = raw.decode(errors="replace").strip()[:500]
+        problem = Problem(title=resp.reason or "Error", status=resp.status, detail=detail)
+    return error_from_problem(problem)
+
+
+def _decode_line(line: bytes, url: str) -> dict[str, Any]:
+    try:
+        data = json.loads(line)
+    except ValueError as exc:
+        raise ProtocolError(f"watch {url}: invalid JSON line {line[:200]!r}") from exc
+    if not isinstance(data, dict):
+        raise ProtocolError(f"watch {url}: event is not an object")
+    return data
+
+
+def _reason(exc: BaseException) -> str:
+    inner = getattr(exc, "os_error", None)
+    if isinstance(inner, OSError) and inner.strerror:
+        return inner.strerror
+    return str(exc) or type(exc).__name__
+
