@@ -1,1 +1,60 @@
--- Caravanserai schema (applied idempotently at server start)
+-- Caravanserai database schema. Applied at every server start by
+-- caravanserai.store.schema.apply_schema inside one transaction holding
+-- pg_advisory_xact_lock, so it must stay idempotent (IF NOT EXISTS / ON CONFLICT) and
+-- two processes applying it at once simply run one after the other.
+
+-- The global revision. Exactly one row. Every write transaction increments it as its
+-- last step before COMMIT (UPDATE ... SET rev = rev + 1 RETURNING rev): the row lock
+-- serialises writers from that point until commit, so revision order equals commit order
+-- and a rolled-back write gives its number back (no gaps). See store/postgres.py.
+CREATE TABLE IF NOT EXISTS cara_revision (
+    id  boolean PRIMARY KEY DEFAULT true CHECK (id),
+    rev bigint  NOT NULL
+);
+INSERT INTO cara_revision (id, rev) VALUES (true, 0) ON CONFLICT (id) DO NOTHING;
+
+-- The highest revision removed from the event log by compaction. Kept apart from the
+-- counter row so compaction never waits behind (or blocks) writers holding the counter.
+CREATE TABLE IF NOT EXISTS cara_compaction (
+    id        boolean PRIMARY KEY DEFAULT true CHECK (id),
+    revision  bigint      NOT NULL,
+    compacted_at timestamptz
+);
+INSERT INTO cara_compaction (id, revision) VALUES (true, 0) ON CONFLICT (id) DO NOTHING;
+
+-- Current objects, keyed (kind, name), the full wire (camelCase JSON) form in `object`.
+-- Promoted columns exist only for filtering in SQL; `object` is the truth.
+-- name uses the "C" collation so ORDER BY name / name > $last agree with Python's str
+-- ordering whatever the cluster locale (pagination depends on it).
+CREATE TABLE IF NOT EXISTS cara_objects (
+    kind      text            NOT NULL,
+    name      text COLLATE "C" NOT NULL,
+    revision  bigint          NOT NULL,
+    uid       uuid            NOT NULL,
+    phase     text,            -- status.phase (Projects)
+    state     text,            -- status.state (Nodes)
+    node_ref  text,            -- status.nodeRef
+    labels    jsonb           NOT NULL DEFAULT '{}'::jsonb,
+    object    jsonb           NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+CREATE INDEX IF NOT EXISTS cara_objects_phase_idx ON cara_objects (kind, phase);
+CREATE INDEX IF NOT EXISTS cara_objects_state_idx ON cara_objects (kind, state);
+CREATE INDEX IF NOT EXISTS cara_objects_node_ref_idx ON cara_objects (kind, node_ref);
+CREATE INDEX IF NOT EXISTS cara_objects_labels_idx ON cara_objects USING gin (labels);
+
+-- The event log: one row per committed write, dense in revision (no gaps, see above).
+-- old_object is the state before the write (NULL for ADDED): watch filtering turns
+-- "starts/stops matching" into ADDED/DELETED with it, and paginated lists use it to see
+-- an object as of an earlier revision.
+CREATE TABLE IF NOT EXISTS cara_events (
+    revision   bigint           PRIMARY KEY,
+    kind       text             NOT NULL,
+    name       text COLLATE "C" NOT NULL,
+    type       text             NOT NULL CHECK (type IN ('ADDED', 'MODIFIED', 'DELETED')),
+    object     jsonb            NOT NULL,
+    old_object jsonb,
+    created_at timestamptz      NOT NULL DEFAULT now()
+);
+-- For paginated lists: "the first event after revision R for each name in a range".
+CREATE INDEX IF NOT EXISTS cara_events_kind_name_idx ON cara_events (kind, name, revision);

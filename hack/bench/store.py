@@ -1,0 +1,222 @@
+#!/usr/bin/env python
+"""Benchmark the store: write throughput and commit→watcher delivery latency.
+
+    .venv/bin/python hack/bench/store.py                 # embedded PostgreSQL (as the tests)
+    .venv/bin/python hack/bench/store.py --dsn postgresql://postgres@127.0.0.1:5432/postgres
+
+The DSN must be allowed to CREATE DATABASE: the benchmark works in a scratch database and
+drops it afterwards. Without --dsn (or CARA_TEST_DATABASE_URL) it starts the same embedded
+PostgreSQL the test suite uses, with the same test settings (fsync off, ...).
+
+Figures:
+* writes/s with 1, 8 and 32 concurrent writers in one process (one PostgresStore, as in
+  cara-server, its watch hub running): status-like updates of one object per writer, and
+  creates; plus the process CPU time per write (the client is usually the bottleneck).
+* delivery latency to a watcher in ANOTHER process (its own PostgresStore and hub, as a
+  second server replica), idle (one write every 5 ms) and under 32 writers. The commit
+  happens between the write call's start and its return, so two figures bracket it:
+  "ack→recv" (from the writer seeing the commit; a lower bound) and "issue→recv" (from the
+  write call starting; an upper bound). Both processes read the same monotonic clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psycopg
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+
+from caravanserai.store.postgres import PostgresStore  # noqa: E402
+from caravanserai.store.types import Obj  # noqa: E402
+
+
+def project(name: str) -> Obj:
+    return {
+        "apiVersion": "caravanserai/v1",
+        "kind": "Project",
+        "metadata": {"name": name, "labels": {"bench": "yes"}},
+        "spec": {"services": [{"name": "web", "image": "busybox", "command": ["httpd", "-f"]}]},
+    }
+
+
+def with_dbname(dsn: str, dbname: str) -> str:
+    return psycopg.conninfo.make_conninfo(dsn, dbname=dbname)
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+# -- throughput -------------------------------------------------------------------------------
+
+
+async def run_writers(
+    n: int, seconds: float, op: Callable[[int, int], Awaitable[Any]]
+) -> tuple[float, float]:
+    """(ops per second, CPU ms per op) of n coroutines calling op(writer, i) for `seconds`."""
+    done = 0
+    stop = time.monotonic() + seconds
+
+    async def worker(w: int) -> None:
+        nonlocal done
+        i = 0
+        while time.monotonic() < stop:
+            i += 1
+            await op(w, i)
+            done += 1
+
+    t0, c0 = time.monotonic(), time.process_time()
+    async with asyncio.TaskGroup() as tg:
+        for w in range(n):
+            tg.create_task(worker(w))
+    elapsed, cpu = time.monotonic() - t0, time.process_time() - c0
+    return done / elapsed, cpu / max(done, 1) * 1000
+
+
+async def throughput(dsn: str, seconds: float) -> None:
+    print(f"{'writers':>8} {'updates/s':>10} {'cpu ms/upd':>11} {'creates/s':>10} "
+          f"{'cpu ms/cr':>10}")
+    for n in (1, 8, 32):
+        async with await PostgresStore.open(dsn, pool_min=n, pool_max=n + 2) as store:
+            run = uuid.uuid4().hex[:6]
+            for w in range(n):
+                await store.create(project(f"u-{run}-{w}"))
+
+            async def update(w: int, i: int, run: str = run, store: PostgresStore = store) -> None:
+                def status(o: Obj) -> Obj:
+                    o["status"] = {"phase": "Running", "observedGeneration": 1, "beat": i}
+                    return o
+
+                await store.update("Project", f"u-{run}-{w}", status)
+
+            async def create(w: int, i: int, run: str = run, store: PostgresStore = store) -> None:
+                await store.create(project(f"c-{run}-{w}-{i}"))
+
+            await run_writers(n, 0.3, update)  # warm up: connections, prepared statements
+            ups, upcpu = await run_writers(n, seconds, update)
+            crs, crcpu = await run_writers(n, seconds, create)
+        print(f"{n:>8} {ups:>10.0f} {upcpu:>11.3f} {crs:>10.0f} {crcpu:>10.3f}", flush=True)
+
+
+# -- latency ----------------------------------------------------------------------------------
+
+
+def watcher_main(dsn: str, ready: Any, stop: Any, results: Any) -> None:
+    """In another process: watch everything, note (revision, monotonic time) on receipt."""
+
+    async def main() -> None:
+        async with await PostgresStore.open(dsn, pool_min=1, pool_max=2) as store:
+            received: list[tuple[int, float]] = []
+            async with store.watch(None, await store.current_revision()) as w:
+                ready.set()
+                while not stop.is_set():
+                    ev = await w.next(timeout=0.1)
+                    if ev is not None:
+                        received.append((ev.revision, time.monotonic()))
+            results.put(received)
+
+    asyncio.run(main())
+
+
+async def latency(dsn: str, label: str, writers: int, seconds: float, pause: float) -> None:
+    ctx = mp.get_context("spawn")
+    ready, stop, results = ctx.Event(), ctx.Event(), ctx.Queue()
+    proc = ctx.Process(target=watcher_main, args=(dsn, ready, stop, results), daemon=True)
+    proc.start()
+    sent: dict[int, tuple[float, float]] = {}
+    try:
+        async with await PostgresStore.open(dsn, pool_min=writers, pool_max=writers + 2) as store:
+            run = uuid.uuid4().hex[:6]
+            for w in range(writers):
+                await store.create(project(f"l-{run}-{w}"))
+            if not await asyncio.to_thread(ready.wait, 60):
+                raise RuntimeError("the watcher process did not start")
+
+            async def update(w: int, i: int) -> None:
+                def status(o: Obj) -> Obj:
+                    o["status"] = {"phase": "Running", "beat": i}
+                    return o
+
+                t_issue = time.monotonic()
+                obj = await store.update("Project", f"l-{run}-{w}", status)
+                sent[int(obj["metadata"]["resourceVersion"])] = (t_issue, time.monotonic())
+                if pause:
+                    await asyncio.sleep(pause)
+
+            rate, _ = await run_writers(writers, seconds, update)
+            last = await store.current_revision()
+        await asyncio.sleep(0.5)  # let the watcher drain
+        stop.set()
+        received = dict(await asyncio.to_thread(results.get, True, 30))
+    finally:
+        stop.set()
+        await asyncio.to_thread(proc.join, 10)
+    missing = [r for r in sent if r not in received]
+    ack = [max(0.0, received[r] - t_ack) * 1000 for r, (_, t_ack) in sent.items() if r in received]
+    issue = [(received[r] - t_issue) * 1000 for r, (t_issue, _) in sent.items() if r in received]
+    print(
+        f"{label:>14} {len(sent):>6} writes ({rate:5.0f}/s)  "
+        f"ack→recv p50 {pct(ack, 50):6.2f} ms p99 {pct(ack, 99):6.2f} ms   "
+        f"issue→recv p50 {pct(issue, 50):6.2f} ms p99 {pct(issue, 99):6.2f} ms"
+        + (f"   MISSING {len(missing)}" if missing else ""),
+        flush=True,
+    )
+    assert last >= max(sent)
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dsn", default=os.environ.get("CARA_TEST_DATABASE_URL"),
+                        help="an admin DSN (default: start the embedded PostgreSQL)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of each run")
+    args = parser.parse_args()
+
+    stop_server: Callable[[], None] = lambda: None  # noqa: E731
+    base = None
+    admin = args.dsn
+    if admin is None:
+        from caravanserai.store.embedded import TEST_SETTINGS, start_embedded
+
+        base = tempfile.mkdtemp(prefix="cara-bench-pg-")
+        os.chmod(base, 0o711)
+        admin, stop_server = start_embedded(os.path.join(base, "data"), settings=TEST_SETTINGS)
+    dbname = f"cara_bench_{uuid.uuid4().hex[:8]}"
+    try:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{dbname}"'.encode())
+            version = conn.execute(b"SHOW server_version").fetchone()
+        dsn = with_dbname(admin, dbname)
+        print(f"PostgreSQL {version[0] if version else '?'}, {os.cpu_count()} CPUs, "
+              f"{args.seconds:g} s per run, load average {os.getloadavg()[0]:.2f}")
+        asyncio.run(throughput(dsn, args.seconds))
+        print()
+        asyncio.run(latency(dsn, "idle", 1, args.seconds, pause=0.005))
+        asyncio.run(latency(dsn, "32 writers", 32, args.seconds, pause=0.0))
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'.encode())
+        stop_server()
+        if base:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
