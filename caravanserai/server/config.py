@@ -1,0 +1,301 @@
+"""cara-server configuration: defaults < ``config.yaml`` < ``.env`` < environment < flags.
+
+The seeds say environment variables take precedence over the files; the original loaded
+``.env`` with *override* (so a file beat the real environment) and merged only non-zero
+values, so ``DEBUG=false`` could never undo ``debug: true`` (REFERENCE §7). Here every
+source is read without touching ``os.environ``, later sources replace earlier ones value by
+value, and an explicitly empty or false value counts.
+
+| setting | env / .env | config.yaml key | flag | default |
+|---|---|---|---|---|
+| database_url | ``DATABASE_URL`` | ``database_url`` | ``--database-url`` | required |
+| host | ``HOST`` | ``host`` | ``--host`` | ``0.0.0.0`` |
+| port | ``PORT`` | ``port`` | ``--port`` | ``8080`` |
+| debug | ``DEBUG`` | ``debug`` | ``--debug/--no-debug`` | false |
+| otel_collector_url | ``OTEL_COLLECTOR_URL`` | ``otel_collector_url`` | ``--otel-...`` | unset |
+| bookmark_interval | ``CARA_BOOKMARK_INTERVAL`` | ``bookmark_interval`` | - | 10 s |
+| watch_timeout | ``CARA_WATCH_TIMEOUT`` | ``watch_timeout`` | - | 1800 s |
+| watch_linger | ``CARA_WATCH_LINGER`` | ``watch_linger`` | - | 0.005 s |
+| request_timeout | ``CARA_REQUEST_TIMEOUT`` | ``request_timeout`` | - | 30 s |
+| max_body_bytes | ``CARA_MAX_BODY_BYTES`` | ``max_body_bytes`` | - | 1048576 |
+| shutdown_timeout | ``CARA_SHUTDOWN_TIMEOUT`` | ``shutdown_timeout`` | - | 10 s |
+| event_retention | ``CARA_EVENT_RETENTION`` | ``event_retention`` | - | 100000 events |
+| event_retention_age | ``CARA_EVENT_RETENTION_AGE`` | ``event_retention_age`` | - | 3600 s |
+| compaction_interval | ``CARA_COMPACTION_INTERVAL`` | ``compaction_interval`` | - | 60 s |
+| db_pool_size | ``CARA_DB_POOL_SIZE`` | ``db_pool_size`` | - | 20 |
+| connect_timeout | ``CARA_CONNECT_TIMEOUT`` | ``connect_timeout`` | - | 10 s |
+
+``config.yaml`` keys may also be written as the environment names (``DATABASE_URL:``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from dotenv import dotenv_values
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+CONFIG_FILE = "config.yaml"
+ENV_FILE = ".env"
+
+
+class ConfigError(Exception):
+    """A configuration problem, told to the user as one line (no traceback)."""
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off", ""):
+        return False
+    raise ValueError("must be true/1 or false/0")
+
+
+def _int(text: str, message: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError(message) from None
+
+
+def _parse_port(text: str) -> int:
+    message = "must be an integer between 0 and 65535"
+    port = _int(text, message)
+    if not 0 <= port <= 65535:
+        raise ValueError(message)
+    return port
+
+
+def _parse_seconds(text: str) -> float:
+    message = "must be a positive number of seconds"
+    try:
+        value = float(text.strip().removesuffix("s"))
+    except ValueError:
+        raise ValueError(message) from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(message)
+    return value
+
+
+def _parse_non_negative_seconds(text: str) -> float:
+    message = "must be a number of seconds (0 or more)"
+    try:
+        value = float(text.strip().removesuffix("s"))
+    except ValueError:
+        raise ValueError(message) from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(message)
+    return value
+
+
+def _parse_positive_int(text: str) -> int:
+    message = "must be a positive integer"
+    value = _int(text, message)
+    if value <= 0:
+        raise ValueError(message)
+    return value
+
+
+def _parse_optional_str(text: str) -> str | None:
+    # An explicitly empty value unsets (e.g. OTEL_COLLECTOR_URL= overriding config.yaml).
+    return text.strip() or None
+
+
+@dataclass(frozen=True)
+class _Setting:
+    name: str
+    env: str
+    parse: Callable[[str], Any]
+
+
+_SETTINGS: tuple[_Setting, ...] = (
+    _Setting("database_url", "DATABASE_URL", _parse_optional_str),
+    _Setting("host", "HOST", str.strip),
+    _Setting("port", "PORT", _parse_port),
+    _Setting("debug", "DEBUG", _parse_bool),
+    _Setting("otel_collector_url", "OTEL_COLLECTOR_URL", _parse_optional_str),
+    _Setting("bookmark_interval", "CARA_BOOKMARK_INTERVAL", _parse_seconds),
+    _Setting("watch_timeout", "CARA_WATCH_TIMEOUT", _parse_seconds),
+    _Setting("watch_linger", "CARA_WATCH_LINGER", _parse_non_negative_seconds),
+    _Setting("request_timeout", "CARA_REQUEST_TIMEOUT", _parse_seconds),
+    _Setting("max_body_bytes", "CARA_MAX_BODY_BYTES", _parse_positive_int),
+    _Setting("shutdown_timeout", "CARA_SHUTDOWN_TIMEOUT", _parse_seconds),
+    _Setting("event_retention", "CARA_EVENT_RETENTION", _parse_positive_int),
+    _Setting("event_retention_age", "CARA_EVENT_RETENTION_AGE", _parse_seconds),
+    _Setting("compaction_interval", "CARA_COMPACTION_INTERVAL", _parse_seconds),
+    _Setting("db_pool_size", "CARA_DB_POOL_SIZE", _parse_positive_int),
+    _Setting("connect_timeout", "CARA_CONNECT_TIMEOUT", _parse_seconds),
+)
+_BY_NAME = {s.name: s for s in _SETTINGS}
+_BY_ENV = {s.env: s for s in _SETTINGS}
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything cara-server needs to know; immutable once loaded."""
+
+    database_url: str | None = None
+    host: str = "0.0.0.0"
+    port: int = 8080
+    debug: bool = False
+    otel_collector_url: str | None = None
+    # Idle watchers get a BOOKMARK this often (when they asked for bookmarks).
+    bookmark_interval: float = 10.0
+    # Longest a watch stays open; clients reconnect from their last revision (as Kubernetes).
+    watch_timeout: float = 1800.0
+    # A busy watch stream waits this long to send events arriving together in one write
+    # (fewer wake-ups and syscalls per event under load; 0 disables).
+    watch_linger: float = 0.005
+    # Upper bound for any non-streaming request; a handler past it answers 503.
+    request_timeout: float = 30.0
+    max_body_bytes: int = 1024 * 1024
+    # How long in-flight requests get to finish after SIGTERM.
+    shutdown_timeout: float = 10.0
+    # Event-log retention: a watch from an older revision gets 410 and relists.
+    event_retention: int = 100_000
+    event_retention_age: float = 3600.0
+    compaction_interval: float = 60.0
+    db_pool_size: int = 20
+    # How long startup waits for PostgreSQL before giving up with one clear line.
+    connect_timeout: float = 10.0
+    # Where each value came from ("default", "config.yaml", ".env", "environment", "flag"),
+    # for error messages and the startup log.
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    warnings: tuple[str, ...] = field(default=(), compare=False, repr=False)
+
+    def with_overrides(self, **values: Any) -> ServerConfig:
+        """A copy with some settings replaced (tests and embedding programs)."""
+        return replace(self, **values)
+
+    @property
+    def redacted_database_url(self) -> str:
+        return redact_url(self.database_url or "")
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ``***`` (safe to log and print)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _read_yaml(path: Path) -> dict[str, str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = YAML(typ="safe").load(text)
+    except YAMLError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid YAML"
+        raise ConfigError(f"{path} is not valid YAML: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must be a mapping of settings")
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        if value is None:
+            continue
+        # YAML booleans come back as bool: normalise to the text form the parsers take.
+        out[str(key)] = str(value).lower() if isinstance(value, bool) else str(value)
+    return out
+
+
+def _normalise_key(key: str) -> str | None:
+    """Map a config.yaml key (``database_url`` or ``DATABASE_URL``) to a setting name."""
+    if key.upper() in _BY_ENV:
+        return _BY_ENV[key.upper()].name
+    lowered = key.lower().replace("-", "_").removeprefix("cara_")
+    return lowered if lowered in _BY_NAME else None
+
+
+def load_config(
+    flags: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    config_file: Path | None = None,
+    env_file: Path | None = None,
+) -> ServerConfig:
+    """Read the configuration from every source; raise ConfigError with one line on bad input.
+
+    ``flags`` are the command-line values, None meaning "not given". ``environ`` defaults to
+    ``os.environ`` (read, never written); the files default to the working directory's.
+    """
+    environ = os.environ if environ is None else environ
+    cwd = cwd or Path.cwd()
+    config_file = config_file or cwd / CONFIG_FILE
+    env_file = env_file or cwd / ENV_FILE
+
+    raw: dict[str, tuple[str, Any]] = {}  # setting name -> (source, raw value)
+    warnings: list[str] = []
+
+    for key, value in _read_yaml(config_file).items():
+        name = _normalise_key(key)
+        if name is None:
+            warnings.append(f"{config_file}: unknown setting {key!r} ignored")
+            continue
+        raw[name] = (str(config_file.name), value)
+
+    if env_file.is_file():
+        try:
+            dotenv = dotenv_values(env_file)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read {env_file}: {exc}") from None
+        for key, text in dotenv.items():
+            if text is not None and key in _BY_ENV:
+                raw[_BY_ENV[key].name] = (ENV_FILE, text)
+
+    for env_name, setting in _BY_ENV.items():
+        if env_name in environ:
+            raw[setting.name] = ("environment", environ[env_name])
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {f.name: "default" for f in fields(ServerConfig)}
+    for name, value in (flags or {}).items():
+        if value is None:
+            continue
+        if name not in _BY_NAME:
+            raise ConfigError(f"unknown setting {name!r}")
+        values[name] = value
+        sources[name] = "flag"
+        raw.pop(name, None)  # overridden: a bad value in a file does not matter then
+
+    for name, (source, text) in raw.items():
+        setting = _BY_NAME[name]
+        try:
+            values[name] = setting.parse(text)
+        except ValueError as exc:
+            where = setting.env if source in ("environment", ENV_FILE) else name
+            reason = str(exc) if "must" in str(exc) else "invalid value"
+            raise ConfigError(f"invalid {where} {text!r} (from {source}): {reason}") from None
+        sources[name] = source
+
+    return ServerConfig(**values, sources=sources, warnings=tuple(warnings))
+
+
+def require_database_url(config: ServerConfig) -> str:
+    """The DSN, or ConfigError with the one line the seeds promise."""
+    if not config.database_url:
+        raise ConfigError(
+            "DATABASE_URL is required: set it in the environment, .env, config.yaml "
+            "or with --database-url"
+        )
+    return config.database_url

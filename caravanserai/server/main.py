@@ -1,0 +1,295 @@
+"""``cara-server``: the control-plane API server (the controller manager joins in issue 4).
+
+Startup is all-or-nothing and quiet on failure: a missing ``DATABASE_URL``, a bad setting,
+an unreachable PostgreSQL or a busy port ends the program with exit status 1 and exactly
+one line on stderr (no traceback, no half-written log). Once listening it logs ``listening``
+with the address; SIGTERM/SIGINT shut it down gracefully: listeners close, open watches
+end cleanly, in-flight requests get ``shutdown_timeout`` seconds to finish, the store
+closes. A second signal during shutdown aborts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+import psycopg
+from aiohttp import web
+
+import caravanserai
+from caravanserai.logging import configure_logging, get_logger
+from caravanserai.server.app import CleanupContext, create_app
+from caravanserai.server.config import (
+    ConfigError,
+    ServerConfig,
+    load_config,
+    redact_url,
+    require_database_url,
+)
+from caravanserai.server.manager import controller_manager
+from caravanserai.server.tracing import setup_tracing
+
+if TYPE_CHECKING:
+    from caravanserai.store.postgres import PostgresStore
+
+log = get_logger("caravanserai.server")
+PROG = "cara-server"
+
+
+class StartupError(Exception):
+    """The server cannot start; the message is the one line the user sees."""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+async def open_store(config: ServerConfig) -> PostgresStore:
+    """Connect to PostgreSQL (schema applied, watch hub started) or raise StartupError."""
+    from caravanserai.store.postgres import PostgresStore
+
+    url = require_database_url(config)
+    where = redact_url(url)
+    try:
+        async with asyncio.timeout(config.connect_timeout + 5):
+            # One direct connection first: a refused or misconfigured server then fails at
+            # once with the driver's own reason, instead of the pool retrying until its
+            # timeout and reporting only "pool initialization incomplete".
+            probe = await psycopg.AsyncConnection.connect(
+                url, connect_timeout=max(1, int(config.connect_timeout)), application_name=PROG
+            )
+            await probe.close()
+            return await PostgresStore.open(
+                url,
+                pool_min=2,
+                pool_max=config.db_pool_size,
+                retention_events=config.event_retention,
+                retention_age=timedelta(seconds=config.event_retention_age),
+                compaction_interval=config.compaction_interval,
+                connect_timeout=config.connect_timeout,
+                application_name=PROG,
+            )
+    except TimeoutError:
+        raise StartupError(
+            f"cannot connect to PostgreSQL at {where}: no answer within "
+            f"{config.connect_timeout:g}s"
+        ) from None
+    except Exception as exc:
+        # Driver messages can repeat the DSN, password included: never echo it.
+        reason = _one_line(exc).replace(url, where)
+        if config.database_url and "@" in url:
+            password = url.split("@", 1)[0].rsplit(":", 1)[-1]
+            if password and "//" not in password:
+                reason = reason.replace(password, "***")
+        raise StartupError(f"cannot connect to PostgreSQL at {where}: {reason}") from None
+
+
+class _Hold(logging.Filter):
+    """Holds log records back during startup: on failure only the one line is shown."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.records.append(record)
+        return False
+
+
+def _our_handlers() -> list[logging.Handler]:
+    return [h for h in logging.getLogger().handlers if getattr(h, "_caravanserai", False)]
+
+
+class HeldLogs:
+    """Holds every log line back until :meth:`release` (startup succeeded); :meth:`drop`
+    discards them (startup failed: the user sees one line, not a half-written log)."""
+
+    def __init__(self) -> None:
+        self._hold = _Hold()
+        self._handlers = _our_handlers()
+        for handler in self._handlers:
+            handler.addFilter(self._hold)
+        self._done = False
+
+    def release(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        for handler in self._handlers:
+            handler.removeFilter(self._hold)
+            for record in self._hold.records:
+                handler.handle(record)
+
+    def drop(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        for handler in self._handlers:
+            handler.removeFilter(self._hold)
+
+
+async def serve(
+    config: ServerConfig,
+    *,
+    extra_startup: Sequence[CleanupContext] = (),
+    started: Callable[[], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run the server until SIGTERM/SIGINT (or ``stop`` is set); raise StartupError early.
+
+    ``extra_startup`` is passed to :func:`create_app` (the controller manager's hook);
+    ``started`` is called once the server listens.
+    """
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    received: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig.name)
+        if len(received) > 1:
+            log.warning("shutdown.aborted", signal=sig.name)
+            raise SystemExit(1)  # escapes the loop: the second signal means "now"
+        stop.set()
+
+    # Installed before anything else: a SIGTERM that arrives while starting (e.g. right
+    # after "listening") must mean "shut down gracefully", not the default instant death.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        await _serve(config, stop, received, extra_startup, started)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    log.info("shutdown.complete")
+
+
+async def _serve(
+    config: ServerConfig,
+    stop: asyncio.Event,
+    received: list[str],
+    extra_startup: Sequence[CleanupContext],
+    started: Callable[[], None] | None,
+) -> None:
+    tracing_middleware, stop_tracing = setup_tracing(config.otel_collector_url)
+    store = await open_store(config)
+    runner: web.AppRunner | None = None
+    try:
+        app = create_app(config, store, extra_startup=extra_startup)
+        if tracing_middleware is not None:
+            app.middlewares.insert(0, tracing_middleware)
+        runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            shutdown_timeout=config.shutdown_timeout,
+            access_log=None,  # our middleware logs each request (with its duration)
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, config.host, config.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            # asyncio's message repeats the address; the errno's text is enough.
+            reason = os.strerror(exc.errno) if exc.errno else _one_line(exc)
+            raise StartupError(
+                f"cannot listen on {config.host}:{config.port}: {reason.lower()}"
+            ) from None
+        if started is not None:
+            started()
+        addresses = [_format_address(a) for a in runner.addresses]
+        log.info(
+            "listening",
+            address=addresses[0] if addresses else f"{config.host}:{config.port}",
+            addresses=addresses,
+            version=caravanserai.__version__,
+            database=config.redacted_database_url,
+        )
+        for warning in config.warnings:
+            log.warning("config.warning", message=warning)
+
+        await stop.wait()
+        log.info("shutdown.started", signal=received[0] if received else None)
+        await runner.cleanup()
+        runner = None
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await store.close()
+        stop_tracing()
+
+
+def _format_address(address: Any) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address)
+
+
+@click.command(name=PROG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--host", default=None, help="Address to listen on [env HOST; default 0.0.0.0].")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Port to listen on [env PORT; default 8080].")
+@click.option("--database-url", default=None,
+              help="PostgreSQL DSN [env DATABASE_URL; required].")
+@click.option("--debug/--no-debug", default=None, help="Verbose logging [env DEBUG].")
+@click.option("--otel-collector-url", default=None,
+              help="OTLP gRPC endpoint for traces [env OTEL_COLLECTOR_URL].")
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
+              default=None, help="YAML settings file [default ./config.yaml].")
+@click.option("--env-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="dotenv file [default ./.env].")
+@click.version_option(caravanserai.__version__, prog_name=PROG)
+def main(
+    host: str | None,
+    port: int | None,
+    database_url: str | None,
+    debug: bool | None,
+    otel_collector_url: str | None,
+    config_file: Path | None,
+    env_file: Path | None,
+) -> None:
+    """The Caravanserai control-plane API server.
+
+    Settings come from flags, then the environment, then .env, then config.yaml (in the
+    working directory), then defaults.
+    """
+    flags = {
+        "host": host,
+        "port": port,
+        "database_url": database_url,
+        "debug": debug,
+        "otel_collector_url": otel_collector_url,
+    }
+    try:
+        config = load_config(flags, config_file=config_file, env_file=env_file)
+        require_database_url(config)
+    except ConfigError as exc:
+        click.echo(f"{PROG}: {exc}", err=True)
+        sys.exit(1)
+    configure_logging(debug=config.debug, app=PROG)
+    held = HeldLogs()
+    try:
+        # The controller manager (issue 4): CARA_CONTROLLERS etc. are read here, so a bad
+        # setting is one line on stderr before anything starts.
+        managers = [controller_manager()]
+        asyncio.run(serve(config, extra_startup=managers, started=held.release))
+    except (StartupError, ConfigError) as exc:
+        held.drop()
+        click.echo(f"{PROG}: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:  # a signal before the handlers were installed
+        sys.exit(130)
+    finally:
+        held.release()  # e.g. a crash after startup: keep whatever was logged
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

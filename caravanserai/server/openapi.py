@@ -1,0 +1,140 @@
+"""The OpenAPI 3.1 document, generated from the route table and the pydantic models.
+
+Paths, parameters and responses come from :mod:`caravanserai.server.routing` specs (the
+same table the router is built from); every body schema is the JSON Schema pydantic derives
+from the api models (``model_json_schema``), so the document cannot disagree with what the
+server validates and returns. Nothing here is written by hand but the prose.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+import caravanserai
+from caravanserai.api.problems import PROBLEM_CONTENT_TYPE, Problem
+from caravanserai.server.routing import RouteSpec, Schema
+
+REF = "#/components/schemas/{model}"
+
+# Problems any route can answer: malformed query (400), 404 (unknown route or object),
+# 405 (wrong method) are listed per route; 500 and 503 (timeout, shutting down) everywhere.
+_PROBLEM_TITLES = {
+    400: "Bad request: malformed body, query parameter or selector",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict: already exists, stale resourceVersion or a forbidden phase transition",
+    410: "Gone: the revision was compacted out of the event log; relist",
+    413: "Request body too large",
+    415: "Unsupported media type (send application/json or application/yaml)",
+    422: "Invalid object: `errors` names every bad field",
+    500: "Internal error (details are in the server log)",
+    503: "Unavailable: request timed out, database unreachable, or shutting down",
+}
+_ALWAYS = (500, 503)
+
+
+def _models_of(routes: list[RouteSpec]) -> list[type[BaseModel]]:
+    seen: dict[type[BaseModel], None] = {Problem: None}
+
+    def add(schema: Schema) -> None:
+        if isinstance(schema, type) and issubclass(schema, BaseModel):
+            seen[schema] = None
+
+    for route in routes:
+        add(route.body)
+        for reply in route.replies:
+            for schema in reply.content.values():
+                add(schema)
+    return list(seen)
+
+
+def _schema_ref(schema: Schema, refs: dict[type[BaseModel], dict[str, Any]]) -> dict[str, Any]:
+    if schema is None:
+        return {}
+    if isinstance(schema, dict):
+        return schema
+    return refs[schema]
+
+
+def _parameter(param: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": param.name,
+        "in": param.location,
+        "required": param.required or param.location == "path",
+        "description": param.description,
+    }
+    if param.repeated:
+        out["schema"] = {"type": "array", "items": param.schema}
+        out["style"] = "form"
+        out["explode"] = True
+    else:
+        out["schema"] = param.schema
+    return out
+
+
+def build_openapi(routes: list[RouteSpec], *, server_url: str | None = None) -> dict[str, Any]:
+    """The whole document for the given route table."""
+    models = _models_of(routes)
+    mapping, top = models_json_schema(
+        [(m, "validation") for m in models], ref_template=REF, by_alias=True
+    )
+    refs = {model: mapping[(model, "validation")] for model in models}
+    schemas: dict[str, Any] = dict(top.get("$defs", {}))
+
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        responses: dict[str, Any] = {}
+        for reply in route.replies:
+            entry: dict[str, Any] = {"description": reply.description}
+            if reply.content:
+                entry["content"] = {
+                    media: {"schema": _schema_ref(schema, refs)} if schema is not None else {}
+                    for media, schema in reply.content.items()
+                }
+            responses[str(reply.status)] = entry
+        for status in sorted({*route.problems, *_ALWAYS}):
+            responses[str(status)] = {
+                "description": _PROBLEM_TITLES.get(status, "Problem"),
+                "content": {PROBLEM_CONTENT_TYPE: {"schema": refs[Problem]}},
+            }
+        operation: dict[str, Any] = {
+            "operationId": route.operation_id,
+            "summary": route.summary,
+            "tags": [route.tag],
+            "responses": responses,
+        }
+        if route.description:
+            operation["description"] = route.description
+        if route.params:
+            operation["parameters"] = [_parameter(p) for p in route.params]
+        if route.body is not None:
+            ref = _schema_ref(route.body, refs)
+            operation["requestBody"] = {
+                "required": route.body_required,
+                "content": {
+                    "application/json": {"schema": ref},
+                    "application/yaml": {"schema": ref},
+                },
+            }
+        operation.update(route.extra)
+        paths.setdefault(route.path, {})[route.method.lower()] = operation
+
+    document: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Caravanserai API",
+            "version": caravanserai.__version__,
+            "description": (
+                "The control-plane REST API of Caravanserai: projects and nodes with "
+                "list/watch, a status subresource and RFC 9457 problem details."
+            ),
+        },
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
+    if server_url:
+        document["servers"] = [{"url": server_url}]
+    return document

@@ -1,0 +1,312 @@
+"""``GET /api/v1/{plural}?watch=true``: newline-delimited JSON watch streams.
+
+One line per event, ``{"type": "ADDED|MODIFIED|DELETED|BOOKMARK|ERROR", "object": ...}``:
+
+* with ``resourceVersion=R`` (R > 0): every event after R, in revision order, exactly once;
+* without it (or ``R=0``): the current objects as ADDED (a list at revision L), then every
+  event after L. With bookmarks allowed, a BOOKMARK at L follows the initial ADDED events,
+  so the client knows which revision its initial state stands for;
+* selectors (``labelSelector``, ``fieldSelector``, ``phase``, ``nodeRef``) filter, and an
+  object that starts / stops matching arrives as ADDED / DELETED (the store's hub does that);
+* ``allowWatchBookmarks=true``: after ``bookmark_interval`` seconds without a line, a
+  BOOKMARK ``{"apiVersion", "kind", "metadata": {"resourceVersion": N}}`` with the
+  watcher's current revision (safe to resume from);
+* ``timeoutSeconds`` (capped by ``watch_timeout``) ends the stream cleanly;
+* an expired revision (compacted out of the event log) always gives **200 + one ERROR
+  event** carrying the 410 problem, then the end of the stream, whether the expiry is found
+  at the start or later (as Kubernetes). One code path for clients: relist on ERROR 410.
+  Bad parameters, found before streaming, are plain 400 problems.
+
+Watchers share the store's hub (one LISTEN connection per process, no polling per watch).
+On shutdown every open stream is ended cleanly (terminating chunk), not reset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from caravanserai.api.base import API_VERSION
+from caravanserai.api.problems import BadRequest, Expired, Unavailable
+from caravanserai.api.resources import ResourceKind
+from caravanserai.api.selectors import Selector
+from caravanserai.api.watch import EventType
+from caravanserai.logging import get_logger
+from caravanserai.server.httputil import bool_param, ordered
+from caravanserai.server.problems import dumps
+from caravanserai.server.state import CONFIG, METRICS, STORE, WATCHES
+from caravanserai.store.types import Obj
+
+log = get_logger("caravanserai.server.watch")
+
+NDJSON = "application/x-ndjson"
+# Without handler cancellation (aiohttp's default) a vanished client is only noticed when we
+# write or look: idle watches look at least this often.
+_LIVENESS_CHECK = 5.0
+# At most this many events go out in one write (bounds a write's size when far behind).
+_MAX_BATCH = 256
+# A stream that wrote less than this long ago is "busy": it lingers before writing.
+_BUSY = 0.05
+_ENCODED_CACHE_SIZE = 4096
+
+
+class _ActiveWatch:
+    """One open stream, as seen by the registry (to end it on shutdown)."""
+
+    __slots__ = ("stopping", "task", "waiting")
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        self.task = task
+        self.waiting = False  # inside store.next(): safe to cancel
+        self.stopping = False
+
+    def stop(self) -> None:
+        self.stopping = True
+        # Only interrupt a wait: cancelling a write could cut a line in half.
+        if self.waiting and self.task is not None:
+            self.task.cancel()
+
+
+class WatchRegistry:
+    """The open watch streams of one app, and a cache of encoded event lines.
+
+    Encoding is the dominant per-watcher cost (hundreds of watchers receive the same
+    object): a line is encoded once per (kind, revision, type) and shared.
+    """
+
+    def __init__(self) -> None:
+        self._active: set[_ActiveWatch] = set()
+        self.closing = False
+        self._encoded: OrderedDict[tuple[str, int, str], bytes] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._active)
+
+    def add(self, watch: _ActiveWatch) -> None:
+        self._active.add(watch)
+
+    def discard(self, watch: _ActiveWatch) -> None:
+        self._active.discard(watch)
+
+    def stop_all(self) -> None:
+        """End every open stream (server shutdown); new watches are refused (503)."""
+        self.closing = True
+        for watch in list(self._active):
+            watch.stop()
+
+    def encode(self, kind: str, revision: int, type_: str, obj: Obj) -> bytes:
+        key = (kind, revision, type_)
+        line = self._encoded.get(key)
+        if line is None:
+            line = (dumps({"type": type_, "object": ordered(obj)}) + "\n").encode()
+            self._encoded[key] = line
+            if len(self._encoded) > _ENCODED_CACHE_SIZE:
+                self._encoded.popitem(last=False)
+        return line
+
+
+def _line(type_: EventType | str, obj: Obj) -> bytes:
+    return (dumps({"type": str(type_), "object": ordered(obj)}) + "\n").encode()
+
+
+def bookmark(kind: ResourceKind, revision: int) -> Obj:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": kind.kind,
+        "metadata": {"resourceVersion": str(revision)},
+    }
+
+
+def _start_revision(request: web.Request) -> int | None:
+    value = (request.query.get("resourceVersion") or "").strip()
+    if value in ("", "0"):
+        return None
+    try:
+        revision = int(value)
+    except ValueError:
+        raise BadRequest(f"resourceVersion must be a revision number, not {value!r}") from None
+    if revision < 0:
+        raise BadRequest("resourceVersion must not be negative")
+    return revision
+
+
+def _timeout(request: web.Request, cap: float) -> float:
+    value = request.query.get("timeoutSeconds")
+    if value is None or value.strip() == "":
+        return cap
+    try:
+        seconds = int(value)
+    except ValueError:
+        raise BadRequest(f"timeoutSeconds must be an integer, not {value!r}") from None
+    if seconds < 0:
+        raise BadRequest("timeoutSeconds must not be negative")
+    return min(float(seconds), cap) if seconds > 0 else cap
+
+
+@dataclass(frozen=True)
+class WatchParams:
+    start: int | None  # None: list first
+    bookmarks: bool
+    duration: float
+
+
+def watch_params(request: web.Request) -> WatchParams:
+    """The watch query parameters, validated (also on plain lists: a bad value is a 400
+    whether or not ``watch`` is set, so a typo is never silently ignored)."""
+    return WatchParams(
+        start=_start_revision(request),
+        bookmarks=bool_param(request, "allowWatchBookmarks"),
+        duration=_timeout(request, request.app[CONFIG].watch_timeout),
+    )
+
+
+async def serve_watch(
+    request: web.Request, kind: ResourceKind, selector: Selector, params: WatchParams
+) -> web.StreamResponse:
+    """Stream watch events until the timeout, an ERROR, the client leaving or shutdown."""
+    app = request.app
+    config, store, metrics, registry = app[CONFIG], app[STORE], app[METRICS], app[WATCHES]
+    start, bookmarks, duration = params.start, params.bookmarks, params.duration
+    interval = config.bookmark_interval
+    linger = config.watch_linger
+    if registry.closing:
+        raise Unavailable("server is shutting down; reconnect to another replica or retry")
+
+    initial: list[Obj] = []
+    listed_first = start is None
+    if start is None:
+        listed = await store.list(kind.kind, selector)
+        initial, start = listed.items, listed.revision
+        metrics.observe_revision(start)
+
+    response = web.StreamResponse(
+        status=200,
+        headers={
+            "Content-Type": NDJSON,
+            "Cache-Control": "no-cache, no-store",
+            # Reverse proxies (nginx) must pass lines through, not buffer the stream.
+            "X-Accel-Buffering": "no",
+        },
+    )
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    active = _ActiveWatch(task)
+    registry.add(active)
+    gauge = metrics.open_watches.labels(kind.kind)
+    gauge.inc()
+    delivered: dict[str, Any] = {}
+
+    def count(type_: str, n: int = 1) -> None:
+        child = delivered.get(type_)
+        if child is None:
+            child = delivered[type_] = metrics.events_delivered.labels(kind.kind, type_)
+        child.inc(n)
+
+    log.info(
+        "watch.started",
+        kind=kind.kind,
+        resource_version=start,
+        initial=len(initial),
+        selector=request.query_string or None,
+        peer=request.remote,
+    )
+    ended = "timeout"
+    sent = 0
+    revision = start
+    try:
+        for i in range(0, len(initial), _MAX_BATCH):
+            chunk = initial[i : i + _MAX_BATCH]
+            await response.write(b"".join(_line(EventType.ADDED, obj) for obj in chunk))
+            count("ADDED", len(chunk))
+            sent += len(chunk)
+        async with store.watch(kind.kind, start, selector) as watch:
+            if listed_first and bookmarks:
+                # "The initial state above is the state at revision L" (a resume point).
+                await response.write(_line(EventType.BOOKMARK, bookmark(kind, start)))
+                count("BOOKMARK")
+            deadline = loop.time() + duration
+            last_line = loop.time()
+            while not active.stopping:
+                now = loop.time()
+                remaining = deadline - now
+                if remaining <= 0:
+                    break
+                wait = min(remaining, last_line + interval - now) if bookmarks else remaining
+                wait = min(wait, _LIVENESS_CHECK)
+                active.waiting = True
+                try:
+                    event = await watch.next(timeout=max(wait, 0.0))
+                except asyncio.CancelledError:
+                    if active.stopping and task is not None:
+                        task.uncancel()  # our own shutdown signal: end cleanly below
+                        break
+                    raise
+                finally:
+                    active.waiting = False
+                if event is None:
+                    transport = request.transport
+                    if transport is None or transport.is_closing():
+                        ended = "client gone"
+                        break
+                    if bookmarks and loop.time() - last_line >= interval:
+                        revision = max(revision, watch.revision)
+                        await response.write(_line(EventType.BOOKMARK, bookmark(kind, revision)))
+                        count("BOOKMARK")
+                        last_line = loop.time()
+                    continue
+                # Coalesce whatever else is already available into one write: under load a
+                # wake-up and a syscall per event per watcher are the dominant cost of
+                # fan-out. In a busy stream (the previous write was moments ago) wait a
+                # little first, so events arriving together go out together; an event after
+                # a quiet spell goes out at once.
+                if linger > 0 and loop.time() - last_line < _BUSY:
+                    await asyncio.sleep(linger)
+                lines: list[bytes] = []
+                types: dict[str, int] = {}
+                while event is not None:
+                    type_ = str(event.type)
+                    lines.append(registry.encode(kind.kind, event.revision, type_, event.object))
+                    types[type_] = types.get(type_, 0) + 1
+                    revision = event.revision
+                    if len(lines) >= _MAX_BATCH:
+                        break
+                    event = await watch.next(timeout=0)
+                await response.write(lines[0] if len(lines) == 1 else b"".join(lines))
+                for type_, n in types.items():
+                    count(type_, n)
+                sent += len(lines)
+                last_line = loop.time()
+                metrics.observe_revision(revision)
+            if active.stopping:
+                ended = "shutdown"
+        metrics.observe_revision(revision)
+    except Expired as exc:
+        ended = "expired"
+        problem = exc.to_problem(instance=request.path).model_dump(mode="json", exclude_none=True)
+        with contextlib.suppress(ConnectionError):
+            await response.write(_line(EventType.ERROR, problem))
+            count("ERROR")
+    except Unavailable:
+        ended = "store closed"
+    except ConnectionError:
+        ended = "client gone"
+    except asyncio.CancelledError:
+        ended = "cancelled"  # the client went away (handler cancellation) or a hard stop
+        raise
+    finally:
+        registry.discard(active)
+        gauge.dec()
+        log.info(
+            "watch.ended", kind=kind.kind, reason=ended, events=sent, resource_version=revision
+        )
+    with contextlib.suppress(ConnectionError):
+        await response.write_eof()
+    return response

@@ -1,0 +1,387 @@
+#!/usr/bin/env python
+"""Benchmark cara-server over HTTP: create throughput and commit→client watch latency.
+
+    .venv/bin/python hack/bench/api.py                   # embedded PostgreSQL (as the tests)
+    .venv/bin/python hack/bench/api.py --dsn postgresql://postgres@127.0.0.1:5432/postgres
+    .venv/bin/python hack/bench/api.py --write heartbeat --rate 500 --watchers 100
+
+It runs the real ``cara-server`` program (a subprocess, JSON logs to a file) on a scratch
+database (the DSN must be allowed to CREATE DATABASE; without --dsn or
+CARA_TEST_DATABASE_URL the embedded PostgreSQL of the test suite is started, with its test
+settings: fsync off, ...). Everything listens on 127.0.0.1 only.
+
+Figures:
+
+1. **Create throughput**: ``--clients`` (32) concurrent HTTP clients POST ``--creates``
+   projects; creates/s and request latency p50/p99.
+2. **Watch latency**: ``--watchers`` (100) watch streams on /api/v1/projects (in a separate
+   process, so reading them does not slow the writer), while a writer issues ``--rate``
+   (500) writes/s for ``--seconds``, open loop: a PUT of a project (annotation
+   ``bench/seq``) round robin over 50 projects, or with ``--write heartbeat`` node heartbeats
+   (``capacity.seq``) watched on /api/v1/nodes. The commit happens between the write's send
+   and its acknowledgement, so two figures bracket commit→client latency: ``send→recv``
+   (an upper bound) and ``ack→recv`` (a lower bound; negative when the event beats the HTTP
+   response). Both processes read the same monotonic clock. Also: the write rate achieved,
+   whether every watcher received every write, and the server's CPU use.
+
+A 2-core machine runs the server, PostgreSQL and the load generator at once: the figures
+are for comparing changes on one machine, not absolute capacity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+CARA_SERVER = str(Path(sys.executable).with_name("cara-server"))
+N_TARGETS = 50
+SERVER_ENV: dict[str, str] = {}  # --server-env KEY=VALUE
+SEQ_RE = re.compile(rb'"(?:bench/seq|seq)":\s*"(\d+)"')
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def ms(value: float) -> str:
+    return f"{value * 1000:7.2f} ms"
+
+
+def project(name: str, seq: int | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": {"bench": "yes"}}
+    if seq is not None:
+        meta["annotations"] = {"bench/seq": str(seq)}
+    return {
+        "apiVersion": "caravanserai/v1",
+        "kind": "Project",
+        "metadata": meta,
+        "spec": {"services": [{"name": "web", "image": "busybox:latest",
+                               "command": ["httpd", "-f"]}]},
+    }
+
+
+def node(name: str) -> dict[str, Any]:
+    return {"apiVersion": "caravanserai/v1", "kind": "Node", "metadata": {"name": name},
+            "spec": {"hostname": name}}
+
+
+# -- PostgreSQL and the server ------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def postgres(dsn: str | None) -> Iterator[str]:
+    """A superuser DSN: the given one, or an embedded server for the run."""
+    if dsn:
+        yield dsn
+        return
+    from caravanserai.store.embedded import TEST_SETTINGS, start_embedded
+
+    base = tempfile.mkdtemp(prefix="cara-bench-pg-")
+    os.chmod(base, 0o711)
+    try:
+        url, stop = start_embedded(os.path.join(base, "data"), settings=TEST_SETTINGS)
+        try:
+            yield url
+        finally:
+            stop()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def scratch_database(admin: str) -> Iterator[str]:
+    name = f"cara_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    try:
+        yield psycopg.conninfo.make_conninfo(admin, dbname=name)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def server(
+    database_url: str, log_path: Path, profile: str | None = None
+) -> Iterator[tuple[str, int]]:
+    """Run cara-server on a free port; yield (base URL, pid). With ``profile``, under
+    cProfile (stats written to that path when the server exits)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CARA_") or k == "CARA_CONTROLLERS"}
+    env.update(DATABASE_URL=database_url, CARA_DB_POOL_SIZE="40", DEBUG="false",
+               CARA_BOOKMARK_INTERVAL="10")
+    # The API alone by default: controllers (the scheduler reacting to every project
+    # write) would add their own work to the figures. --controllers keeps them.
+    env.setdefault("CARA_CONTROLLERS", "none")
+    env.update(SERVER_ENV)
+    with open(log_path, "w") as log:
+        command = [CARA_SERVER]
+        if profile:
+            command = [sys.executable, "-m", "cProfile", "-o", profile,
+                       "-m", "caravanserai.server.main"]
+        proc = subprocess.Popen(
+            [*command, "--host", "127.0.0.1", "--port", "0"],
+            env=env, stdout=subprocess.DEVNULL, stderr=log, cwd=tempfile.gettempdir(),
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SystemExit(f"cara-server exited: {log_path.read_text()[-2000:]}")
+            for line in log_path.read_text().splitlines():
+                if '"listening"' in line:
+                    yield f"http://{json.loads(line)['address']}", proc.pid
+                    return
+            time.sleep(0.1)
+        raise SystemExit("cara-server did not start")
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU time of every postgres process on the machine (the bench's server included)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() == "postgres":
+                total += cpu_seconds(int(entry.name))
+        except OSError:
+            continue
+    return total
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs, to tell how loaded the machine was."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
+# -- 1. create throughput -----------------------------------------------------------------
+
+
+async def bench_creates(base: str, clients: int, total: int) -> None:
+    latencies: list[float] = []
+    errors = 0
+    counter = iter(range(total))
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+
+        async def client() -> None:
+            nonlocal errors
+            for i in counter:
+                t = time.monotonic()
+                async with http.post(f"{base}/api/v1/projects", json=project(f"c{i:06d}")) as r:
+                    await r.read()
+                    if r.status != 201:
+                        errors += 1
+                latencies.append(time.monotonic() - t)
+
+        start = time.monotonic()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        elapsed = time.monotonic() - start
+    print(f"creates over HTTP, {clients} concurrent clients, {total} projects:")
+    print(f"  throughput      {total / elapsed:8.0f} creates/s  ({elapsed:.1f} s, {errors} errors)")
+    print(f"  latency p50     {ms(pct(latencies, 50))}")
+    print(f"  latency p99     {ms(pct(latencies, 99))}")
+
+
+# -- 2. watch latency -----------------------------------------------------------------------
+
+
+def watcher_process(base: str, plural: str, n: int, revision: str, expected: int,
+                    ready: Any, results: Any) -> None:
+    """Open n watches, report readiness, then record (seq, recv time) per watcher."""
+
+    async def main() -> list[dict[int, float]]:
+        received: list[dict[int, float]] = [{} for _ in range(n)]
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            responses = await asyncio.gather(*(
+                http.get(f"{base}/api/v1/{plural}",
+                         params={"watch": "true", "resourceVersion": revision,
+                                 "allowWatchBookmarks": "true"},
+                         timeout=aiohttp.ClientTimeout(total=None))
+                for _ in range(n)
+            ))
+            ready.set()
+
+            async def read(i: int, resp: aiohttp.ClientResponse) -> None:
+                seen = received[i]
+                tail = b""
+                async for chunk in resp.content.iter_any():
+                    now = time.monotonic()
+                    data = tail + chunk
+                    cut = data.rfind(b"\n") + 1
+                    for m in SEQ_RE.finditer(data, 0, cut):
+                        seen.setdefault(int(m[1]), now)
+                    tail = data[cut:]
+                    if len(seen) >= expected:
+                        return
+
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(120):
+                    await asyncio.gather(*(read(i, r) for i, r in enumerate(responses)))
+            for r in responses:
+                r.close()
+        return received
+
+    received = asyncio.run(main())
+    results.put((received, time.process_time()))
+
+
+async def bench_watch(base: str, pid: int, watchers: int, rate: float, seconds: float,
+                      write: str) -> None:
+    plural = "nodes" if write == "heartbeat" else "projects"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        targets = [f"t{i:02d}" for i in range(N_TARGETS)]
+        for name in targets:
+            body = node(name) if write == "heartbeat" else project(name)
+            async with http.post(f"{base}/api/v1/{plural}", json=body) as r:
+                assert r.status in (201, 409), await r.text()
+        async with http.get(f"{base}/api/v1/{plural}", params={"limit": "1"}) as r:
+            revision = (await r.json())["metadata"]["resourceVersion"]
+
+        total = int(rate * seconds)
+        ctx = mp.get_context("spawn")
+        ready, results = ctx.Event(), ctx.Queue()
+        proc = ctx.Process(target=watcher_process,
+                           args=(base, plural, watchers, revision, total, ready, results))
+        proc.start()
+        if not await asyncio.to_thread(ready.wait, 60):
+            raise SystemExit("watchers did not connect")
+        await asyncio.sleep(1.0)  # let every stream settle on the server
+
+        sent: dict[int, float] = {}
+        acked: dict[int, float] = {}
+        failures = 0
+        inflight = asyncio.Semaphore(64)
+
+        async def one(seq: int) -> None:
+            nonlocal failures
+            name = targets[seq % N_TARGETS]
+            async with inflight:
+                sent[seq] = time.monotonic()
+                if write == "heartbeat":
+                    req = http.post(f"{base}/api/v1/nodes/{name}/heartbeat",
+                                    json={"capacity": {"seq": str(seq)}})
+                else:
+                    req = http.put(f"{base}/api/v1/projects/{name}", json=project(name, seq))
+                async with req as r:
+                    await r.read()
+                    if r.status >= 300:
+                        failures += 1
+                acked[seq] = time.monotonic()
+
+        cpu0, me0, pg0, (busy0, all0) = (
+            cpu_seconds(pid), time.process_time(), postgres_cpu_seconds(), machine_busy()
+        )
+        start = time.monotonic()
+        tasks = []
+        for seq in range(total):
+            delay = start + seq / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(seq)))
+        await asyncio.gather(*tasks)
+        elapsed = time.monotonic() - start
+        cpu = cpu_seconds(pid) - cpu0
+        me = time.process_time() - me0
+        pg = postgres_cpu_seconds() - pg0
+        busy1, all1 = machine_busy()
+        received, watcher_cpu = await asyncio.to_thread(results.get, True, 180)
+        await asyncio.to_thread(proc.join, 30)
+
+    upper = [t - sent[s] for w in received for s, t in w.items() if s in sent]
+    lower = [t - acked[s] for w in received for s, t in w.items() if s in acked]
+    complete = sum(1 for w in received if len(w) >= total)
+    write_lat = [acked[s] - sent[s] for s in acked]
+    what = "heartbeats" if write == "heartbeat" else "project PUTs"
+    print(f"watch latency, {watchers} watches on /api/v1/{plural}, {what} at {rate:.0f}/s "
+          f"for {seconds:.0f} s:")
+    print(f"  writes          {total / elapsed:8.0f} /s achieved ({total} writes, "
+          f"{failures} failed; write latency p50 {ms(pct(write_lat, 50)).strip()}, "
+          f"p99 {ms(pct(write_lat, 99)).strip()})")
+    print(f"  delivered       {complete}/{watchers} watchers got every write "
+          f"({len(upper)} deliveries)")
+    print(f"  send→recv p50   {ms(pct(upper, 50))}   p99 {ms(pct(upper, 99))}   (upper bound)")
+    print(f"  ack→recv  p50   {ms(pct(lower, 50))}   p99 {ms(pct(lower, 99))}   (lower bound)")
+    share = 100 * (busy1 - busy0) / (all1 - all0)
+    print(f"  CPU (% of one core) server {cpu / elapsed * 100:.0f}, "
+          f"postgres {pg / elapsed * 100:.0f}, writer {me / elapsed * 100:.0f}, "
+          f"watch readers {watcher_cpu:.0f} s in all; "
+          f"machine {share:.0f}% busy of {os.cpu_count()} cores")
+    print(f"  server CPU per write {cpu / total * 1000:.2f} ms "
+          f"(HTTP write + fan-out to {watchers} watchers)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dsn", default=os.environ.get("CARA_TEST_DATABASE_URL"))
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--creates", type=int, default=4000)
+    parser.add_argument("--watchers", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--write", choices=("put", "heartbeat"), default="put")
+    parser.add_argument("--skip-creates", action="store_true")
+    parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra environment for cara-server, e.g. CARA_WATCH_LINGER=0")
+    parser.add_argument("--controllers", action="store_true",
+                        help="run the controller manager too (CARA_CONTROLLERS unset)")
+    parser.add_argument("--profile", metavar="PATH",
+                        help="run the server under cProfile, stats to PATH")
+    args = parser.parse_args()
+
+    SERVER_ENV.update(item.split("=", 1) for item in args.server_env)
+    if args.controllers:
+        os.environ["CARA_CONTROLLERS"] = "*"
+    log_dir = Path(tempfile.mkdtemp(prefix="cara-bench-api-"))
+    try:
+        with postgres(args.dsn) as admin, scratch_database(admin) as dsn, \
+                server(dsn, log_dir / "server.log", args.profile) as (base, pid):
+            print(f"cara-server at {base} (pid {pid}), {os.cpu_count()} CPUs")
+            if not args.skip_creates:
+                asyncio.run(bench_creates(base, args.clients, args.creates))
+            asyncio.run(bench_watch(base, pid, args.watchers, args.rate, args.seconds,
+                                    args.write))
+    finally:
+        shutil.rmtree(log_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
