@@ -1,0 +1,224 @@
+"""rescheduler: projects on a node that is gone go back to Pending, to be scheduled elsewhere.
+
+A node is gone when :func:`controllers.node_health.node_available` says so: NotReady,
+deleted (a ``nodeRef`` naming a node that does not exist, REFERENCE §10.17), or Draining
+with a silent agent.
+
+* **Scheduled** there → Pending at once (its containers were never confirmed running).
+* **Running** there → a ``NotReadyAt`` condition is written once, when this is first seen;
+  its ``lastTransitionTime`` starts the grace period (default 3 m). A timer fires at the
+  end of it; if the node is still gone the project goes Pending.
+* The ``Phase`` condition of the reset says ``NodeNotReady`` (with the original's message).
+  Entering Pending clears ``nodeRef``, ``NotReadyAt`` and ``TerminatingAt`` on the server.
+* ``NotReadyAt`` is **cleared** when the node comes back before the deadline and whenever
+  the project is no longer Running or Scheduled (it moved). The original never cleared it,
+  so a project rescheduled once would later be moved off its next node with no grace at all
+  (REFERENCE §10.10).
+
+Every write carries the project's resourceVersion: a project that changed meanwhile (the
+agent reported Running, a user deleted it) is a 409 and is looked at again, so a reset
+never overwrites a newer state (REFERENCE §10.13).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from caravanserai.api.base import Condition, ConditionStatus, get_condition, remove_condition
+from caravanserai.api.node import Node
+from caravanserai.api.problems import Conflict, NotFound
+from caravanserai.api.project import CONDITION_NOT_READY_AT, Project, ProjectPhase
+from caravanserai.client.http import CaravanseraiClient
+from caravanserai.informer import (
+    Clock,
+    Controller,
+    ControllerContext,
+    Result,
+    RunnableController,
+    SharedInformer,
+    index_by_node_ref,
+)
+from controllers.node_health import describe_absence, node_available
+from controllers.settings import format_duration, load_settings
+
+__all__ = [
+    "MESSAGE_RESET",
+    "REASON_NODE_NOT_READY",
+    "Action",
+    "Plan",
+    "Rescheduler",
+    "controller",
+    "plan",
+]
+
+REASON_NODE_NOT_READY = "NodeNotReady"
+MESSAGE_RESET = "Node went NotReady; project reset to Pending for rescheduling"
+NODE_REF_INDEX = "nodeRef"
+_ON_NODE = frozenset({ProjectPhase.SCHEDULED, ProjectPhase.RUNNING})
+
+
+class Action(StrEnum):
+    """What :func:`plan` asks the reconciler to do."""
+
+    NOTHING = "Nothing"
+    MARK = "Mark"  # write NotReadyAt (the grace period starts)
+    CLEAR = "Clear"  # remove NotReadyAt
+    RESET = "Reset"  # back to Pending
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The decision for one project, and when to look at it again."""
+
+    action: Action
+    requeue_after: float | None = None
+
+
+def plan(project: Project, node: Node | None, now: datetime, grace: float) -> Plan:
+    """Decide what to do with one project given its node (None: missing), pure."""
+    phase = project.status.phase
+    mark = get_condition(project.status.conditions, CONDITION_NOT_READY_AT)
+    if phase not in _ON_NODE:
+        return Plan(Action.CLEAR if mark is not None else Action.NOTHING)
+    if node_available(node):
+        return Plan(Action.CLEAR if mark is not None else Action.NOTHING)
+    if phase is ProjectPhase.SCHEDULED:
+        return Plan(Action.RESET)
+    if mark is None or mark.last_transition_time is None:
+        return Plan(Action.MARK, requeue_after=grace)
+    left = (mark.last_transition_time + timedelta(seconds=grace) - now).total_seconds()
+    if left > 0:
+        return Plan(Action.NOTHING, requeue_after=left)
+    return Plan(Action.RESET)
+
+
+class Rescheduler:
+    """The reconciler: apply :func:`plan` to one project."""
+
+    def __init__(
+        self,
+        client: CaravanseraiClient,
+        projects: SharedInformer[Project],
+        nodes: SharedInformer[Node],
+        clock: Clock,
+        grace: float,
+        log: Any,
+    ) -> None:
+        self.client = client
+        self.projects = projects
+        self.nodes = nodes
+        self.clock = clock
+        self.grace = grace
+        self.log = log
+
+    async def reconcile(self, name: str) -> Result | None:
+        """Move project ``name`` off a node that is gone, or clear its grace clock."""
+        project = self.projects.get(name)
+        if project is None:
+            return None
+        node_name = project.status.node_ref
+        node = self.nodes.get(node_name) if node_name else None
+        now = self.clock.now()
+        decision = plan(project, node, now, self.grace)
+        try:
+            if decision.action is Action.RESET:
+                message = MESSAGE_RESET
+                if node is None:
+                    message = (
+                        f"Node {node_name} no longer exists; "
+                        "project reset to Pending for rescheduling"
+                    )
+                await self.client.projects.patch_status(
+                    name,
+                    ProjectPhase.PENDING,
+                    REASON_NODE_NOT_READY,
+                    message,
+                    resource_version=project.metadata.resource_version,
+                )
+                self.log.info(
+                    "project.rescheduled",
+                    kind="Project",
+                    name=name,
+                    node=node_name,
+                    phase=str(project.status.phase),
+                    why=describe_absence(node_name, node),
+                )
+            elif decision.action is Action.MARK:
+                status = project.status.model_copy(deep=True)
+                remove_condition(status.conditions, CONDITION_NOT_READY_AT)
+                status.conditions.append(
+                    Condition(
+                        type=CONDITION_NOT_READY_AT,
+                        status=ConditionStatus.TRUE,
+                        reason=REASON_NODE_NOT_READY,
+                        message=(
+                            f"{describe_absence(node_name, node).capitalize()}; the project "
+                            f"moves to another node unless it recovers within "
+                            f"{format_duration(self.grace)}"
+                        ),
+                        last_transition_time=now,
+                    )
+                )
+                await self.client.projects.update_status(
+                    project.model_copy(update={"status": status})
+                )
+                self.log.info(
+                    "project.grace_started",
+                    kind="Project",
+                    name=name,
+                    node=node_name,
+                    grace=self.grace,
+                )
+            elif decision.action is Action.CLEAR:
+                status = project.status.model_copy(deep=True)
+                remove_condition(status.conditions, CONDITION_NOT_READY_AT)
+                await self.client.projects.update_status(
+                    project.model_copy(update={"status": status})
+                )
+                self.log.info(
+                    "project.grace_cleared",
+                    kind="Project",
+                    name=name,
+                    node=node_name,
+                    phase=str(project.status.phase),
+                )
+        except Conflict:
+            return Result(requeue=True)  # it changed meanwhile: decide again on fresh data
+        except NotFound:
+            return None
+        if decision.requeue_after is not None:
+            return Result(requeue_after=decision.requeue_after)
+        return None
+
+
+def controller(ctx: ControllerContext) -> RunnableController:
+    """Entry point ``rescheduler``."""
+    settings = load_settings(ctx.name, ctx.config)
+    projects = ctx.informers.projects(indexers={NODE_REF_INDEX: index_by_node_ref})
+    nodes = ctx.informers.nodes()
+    reconciler = Rescheduler(
+        ctx.client, projects, nodes, ctx.clock, settings.running_grace, ctx.log
+    )
+    ctrl: Controller[str] = Controller(
+        ctx.name, reconciler, workers=settings.workers, clock=ctx.clock, kind="Project"
+    )
+
+    def concerns(_old: Project | None, project: Project) -> bool:
+        return project.status.phase in _ON_NODE or (
+            get_condition(project.status.conditions, CONDITION_NOT_READY_AT) is not None
+        )
+
+    ctrl.watch(projects, predicate=concerns)
+
+    def projects_on(node: Node) -> list[str]:
+        return sorted(projects.cache.index_keys(NODE_REF_INDEX, node.metadata.name))
+
+    def availability_changed(old: Node | None, new: Node) -> bool:
+        # old is None for an added or a deleted node; heartbeats alone change nothing here.
+        return old is None or node_available(old) != node_available(new)
+
+    ctrl.watch(nodes, keys=projects_on, predicate=availability_changed)
+    return ctrl

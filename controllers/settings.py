@@ -1,0 +1,148 @@
+"""Settings of the built-in controllers: timeouts and worker counts.
+
+Each value comes from, in order: the controller's ``ctx.config`` mapping (what the manager
+or a standalone program passes), the environment, the default below. Durations accept
+plain seconds (``90``, ``1.5``) or a unit suffix (``90s``, ``3m``, ``1h``).
+
+| setting | environment | default | used by |
+|---|---|---|---|
+| ``heartbeat_timeout`` | ``CARA_HEARTBEAT_TIMEOUT`` | 90 s | node-health |
+| ``running_grace`` | ``CARA_RUNNING_GRACE`` | 180 s | rescheduler |
+| ``terminating_timeout`` | ``CARA_TERMINATING_TIMEOUT`` | 600 s | termination |
+| ``workers`` | ``CARA_<NAME>_WORKERS`` | 16 scheduler, 4 others | all |
+
+``<NAME>`` is the controller's name in capitals with ``_`` for ``-``:
+``CARA_SCHEDULER_WORKERS``, ``CARA_NODE_HEALTH_WORKERS``.
+
+The defaults are the original's (REFERENCE §7): 90 s is three missed 30 s heartbeats, the
+grace period is twice that, and a Terminating project on a dead node is given ten minutes
+for its node to come back before it is forgotten.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+__all__ = [
+    "ControllerSettings",
+    "SettingsError",
+    "format_duration",
+    "load_settings",
+    "parse_duration",
+]
+
+V = TypeVar("V")
+
+# The scheduler's throughput is bounded by its status writes (one round trip each), so it
+# keeps several in flight; the others act on a handful of objects at a time.
+_DEFAULT_WORKERS = {"scheduler": 16}
+_OTHER_WORKERS = 4
+
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+class SettingsError(ValueError):
+    """A controller setting has an invalid value (the message names it and its source)."""
+
+
+def parse_duration(value: str | float) -> float:
+    """Seconds from ``90``, ``90s``, ``1.5m``, ``250ms`` or ``1h``; must be positive."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if match is None:
+            raise ValueError(f"{value!r} is not a duration (e.g. 90, 90s, 3m, 1h)")
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{value!r} must be a positive duration")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """``180`` → ``3m``, ``90`` → ``1m30s``, ``1.5`` → ``1.5s`` (for messages)."""
+    if seconds < 60 or seconds != int(seconds):
+        return f"{seconds:g}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return (
+        (f"{hours}h" if hours else "")
+        + (f"{minutes}m" if minutes else "")
+        + (f"{secs}s" if secs else "")
+    )
+
+
+def _parse_workers(value: str | float) -> int:
+    workers = int(value)
+    if workers < 1:
+        raise ValueError(f"{value!r} must be at least 1")
+    return workers
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerSettings:
+    """Resolved settings of one controller (seconds and counts)."""
+
+    heartbeat_timeout: float = 90.0
+    running_grace: float = 180.0
+    terminating_timeout: float = 600.0
+    workers: int = _OTHER_WORKERS
+
+
+def _resolve(
+    key: str,
+    env: str,
+    default: V,
+    parse: Callable[[Any], V],
+    config: Mapping[str, Any],
+    environ: Mapping[str, str],
+) -> V:
+    if key in config and config[key] is not None:
+        raw, source = config[key], f"config key {key!r}"
+    elif environ.get(env, "").strip():
+        raw, source = environ[env], env
+    else:
+        return default
+    try:
+        return parse(raw)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"{source}: {exc}") from None
+
+
+def load_settings(
+    name: str, config: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> ControllerSettings:
+    """The settings of controller ``name`` from its config, the environment and defaults."""
+    config = config or {}
+    environ = os.environ if environ is None else environ
+    workers_env = "CARA_" + re.sub(r"[^A-Z0-9]", "_", name.upper()) + "_WORKERS"
+    return ControllerSettings(
+        heartbeat_timeout=_resolve(
+            "heartbeat_timeout", "CARA_HEARTBEAT_TIMEOUT", 90.0, parse_duration, config, environ
+        ),
+        running_grace=_resolve(
+            "running_grace", "CARA_RUNNING_GRACE", 180.0, parse_duration, config, environ
+        ),
+        terminating_timeout=_resolve(
+            "terminating_timeout",
+            "CARA_TERMINATING_TIMEOUT",
+            600.0,
+            parse_duration,
+            config,
+            environ,
+        ),
+        workers=_resolve(
+            "workers",
+            workers_env,
+            _DEFAULT_WORKERS.get(name, _OTHER_WORKERS),
+            _parse_workers,
+            config,
+            environ,
+        ),
+    )

@@ -1,0 +1,123 @@
+"""Two cara-server apps (two stores: two "processes") on one database: one leader runs the
+controllers; when it dies (lease not released) or stops (released), the other takes over
+within the lease time and the controllers keep working; a leader that loses its lease stops
+its controllers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import psycopg
+import pytest
+from test_controllers_harness import (  # type: ignore[import-not-found]
+    LEASE,
+    Server,
+    a_project,
+    eventually,
+    manager_settings,
+    ready_node,
+    serve,
+    wait_phase,
+)
+
+from caravanserai.api.project import ProjectPhase
+from caravanserai.server.manager import MANAGER
+from caravanserai.store.postgres import PostgresStore
+
+Factory = Callable[..., Awaitable[PostgresStore]]
+
+
+@contextlib.asynccontextmanager
+async def two_servers(
+    store_factory: Factory, database_url: str, *, release_on_stop: bool
+) -> AsyncIterator[tuple[Server, Server]]:
+    settings = manager_settings(("scheduler",), release_on_stop=release_on_stop)
+    store_one, store_two = await store_factory(), await store_factory()
+    async with (
+        serve(store_one, database_url, settings, identity="one") as one,
+        serve(store_two, database_url, settings, identity="two") as two,
+    ):
+        yield one, two
+
+
+async def the_leader(*servers: Server) -> Server:
+    async def check() -> Server | None:
+        leaders = [s for s in servers if not s.stopped and s.manager.is_leader]
+        assert len(leaders) <= 1, "two leaders at once"
+        return leaders[0] if leaders else None
+
+    return await eventually(check, within=15, what="a leader")
+
+
+@pytest.mark.parametrize("release_on_stop", [False, True], ids=["crash", "clean-stop"])
+async def test_the_other_manager_takes_over_and_controllers_keep_working(
+    store_factory: Factory, database_url: str, release_on_stop: bool
+) -> None:
+    async with two_servers(store_factory, database_url, release_on_stop=release_on_stop) as (
+        one,
+        two,
+    ):
+        leader = await the_leader(one, two)
+        follower = two if leader is one else one
+        assert not follower.manager.controllers  # only the leader runs controllers
+        c = follower.client  # any replica serves the API
+        await ready_node(c, "n1")
+        await c.projects.create(a_project("before"))
+        await wait_phase(c, "before", ProjectPhase.SCHEDULED)
+
+        loop = asyncio.get_running_loop()
+        stopped_at = loop.time()
+        await leader.stop()  # crash: lease left to expire / clean: lease released
+        assert not leader.app[MANAGER].is_leader
+        new = await the_leader(one, two)
+        took = loop.time() - stopped_at
+        assert new is follower
+        # Crash: the lease must expire first. Clean stop: released, so well before that.
+        bound = LEASE["lease_duration"] + 2 * LEASE["retry_period"] + 2.0
+        if release_on_stop:
+            bound = LEASE["lease_duration"]
+        assert took < bound, f"takeover took {took:.2f}s"
+
+        await c.projects.create(a_project("after"))
+        p = await wait_phase(c, "after", ProjectPhase.SCHEDULED)
+        assert p.status.node_ref == "n1"
+        assert new.manager.terms == 1
+
+
+async def test_a_leader_that_loses_its_lease_stops_its_controllers(
+    store_factory: Factory, database_url: str
+) -> None:
+    store = await store_factory()
+    async with serve(store, database_url, manager_settings(("scheduler",))) as server:
+        manager = server.manager
+        await the_leader(server)
+        c = server.client
+        await ready_node(c, "n1")
+        # Another candidate grabs the lease (as if ours had expired while we were frozen).
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            await conn.execute(
+                "UPDATE cara_leases SET holder = 'thief', renewed_at = now() + interval '1 hour'"
+            )
+
+            async def stepped_down() -> bool:
+                return not manager.is_leader and not manager.controllers
+
+            await eventually(stepped_down, within=LEASE["renew_deadline"] + 3, what="step-down")
+            await c.projects.create(a_project("orphan"))
+            assert (await c.projects.get("orphan")).status.phase is ProjectPhase.PENDING
+            await conn.execute("UPDATE cara_leases SET holder = NULL, renewed_at = now()")
+
+        await the_leader(server)
+        await wait_phase(c, "orphan", ProjectPhase.SCHEDULED)
+        assert manager.terms == 2  # a fresh term: new informers, new caches
+
+
+async def test_no_manager_when_no_controller_is_enabled(
+    store: PostgresStore, database_url: str
+) -> None:
+    async with serve(store, database_url, manager_settings(("none",))) as server:
+        assert MANAGER not in server.app
+        await server.client.projects.create(a_project("p"))
+        assert (await server.client.projects.get("p")).status.phase is ProjectPhase.PENDING
