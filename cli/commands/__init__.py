@@ -1,0 +1,1 @@
+"""The subcommands of ``caractrl``, one module per job."""

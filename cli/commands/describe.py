@@ -1,0 +1,56 @@
+"""``caractrl describe project|node NAME...``: a readable report per object."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from caravanserai.api import NotFound, ResourceKind
+from caravanserai.client.http import CaravanseraiClient, ListOptions
+from cli.context import get_state, global_options
+from cli.describe import describe_node, describe_project
+from cli.errors import PartialFailure, echo_error, not_found
+from cli.kinds import KIND, complete_names, resources_of
+
+
+@click.command("describe", short_help="Show details of a project or node.")
+@click.argument("resource", type=KIND)
+@click.argument("names", nargs=-1, required=True, shell_complete=complete_names)
+@global_options
+def describe(resource: ResourceKind, names: tuple[str, ...]) -> None:
+    """Show the details of projects or nodes: spec, status, conditions, recent phases.
+
+    \b
+    Examples:
+      caractrl describe project my-project
+      caractrl describe node node-01
+    """
+    state = get_state()
+    state.run(lambda c: _describe(c, resource, names))
+
+
+async def _describe(client: CaravanseraiClient, kind: ResourceKind, names: tuple[str, ...]) -> None:
+    resources = resources_of(client, kind)
+    missing = 0
+    printed = 0
+    for name in names:
+        try:
+            obj: Any = await resources.get(name)
+        except NotFound:
+            if len(names) == 1:
+                raise not_found(kind.kind, name) from None
+            echo_error(not_found(kind.kind, name))
+            missing += 1
+            continue
+        if kind.kind == "Project":
+            text = describe_project(obj)
+        else:
+            projects = (await client.projects.list_all(ListOptions.of(node_ref=name))).items
+            text = describe_node(obj, projects=projects)
+        if printed:
+            click.echo()  # a blank line between reports, as kubectl
+        click.echo(text)
+        printed += 1
+    if missing:
+        raise PartialFailure()

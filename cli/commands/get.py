@@ -1,0 +1,214 @@
+"""``caractrl get projects|nodes [NAME...]``: tables, wide, json, yaml, name; ``--watch``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import click
+
+from caravanserai.api import NotFound, ResourceKind
+from caravanserai.api.project import ProjectPhase
+from caravanserai.client.http import CaravanseraiClient, ListOptions, ObjectList
+from caravanserai.informer.cache import index_by_node_ref
+from cli.context import State, get_state, global_options
+from cli.errors import PartialFailure, echo_error, not_found
+from cli.kinds import KIND, complete_names, resources_of
+from cli.printers import OutputFormat, ResourcePrinter
+from cli.watching import EVENT_NAMES, name_options, reflect
+
+# The values the seed guide lists for --phase (Terminated projects are gone a moment later).
+SELECTABLE_PHASES = tuple(
+    p.value
+    for p in (
+        ProjectPhase.PENDING,
+        ProjectPhase.SCHEDULED,
+        ProjectPhase.RUNNING,
+        ProjectPhase.FAILED,
+        ProjectPhase.TERMINATING,
+    )
+)
+
+
+def _plural(kind: ResourceKind) -> str:
+    return kind.plural
+
+
+@click.command("get", short_help="List projects or nodes (table, wide, json, yaml, name).")
+@click.argument("resource", type=KIND)
+@click.argument("names", nargs=-1, shell_complete=complete_names)
+@click.option(
+    "--phase", multiple=True, type=click.Choice(SELECTABLE_PHASES),
+    help="Only projects in this phase (repeatable: any of them).",
+)
+@click.option("-l", "--selector", metavar="SELECTOR",
+              help="Label selector, e.g. app=web,tier!=db or 'env in (prod,staging)'.")
+@click.option("--field-selector", metavar="SELECTOR",
+              help="Field selector: metadata.name, status.phase, status.nodeRef (nodes: "
+              "status.state), e.g. status.nodeRef=node-01.")
+@click.option("-w", "--watch", is_flag=True,
+              help="After the list, print a new row for every change (Ctrl-C to stop).")
+@click.option("--output-watch-events", is_flag=True,
+              help="With --watch: add an EVENT column (ADDED, MODIFIED, DELETED).")
+@global_options
+def get(
+    resource: ResourceKind,
+    names: tuple[str, ...],
+    phase: tuple[str, ...],
+    selector: str | None,
+    field_selector: str | None,
+    watch: bool,
+    output_watch_events: bool,
+) -> None:
+    """Show projects or nodes as a table (or -o wide|json|yaml|name).
+
+    \b
+    Examples:
+      caractrl get projects
+      caractrl get projects my-project
+      caractrl get projects --phase=Running
+      caractrl get projects -l app=web -o wide
+      caractrl --output json get projects my-project
+      caractrl get nodes
+      caractrl get projects -w
+    """
+    state = get_state()
+    if phase and resource.kind != "Project":
+        raise click.UsageError("--phase applies only to projects")
+    if names and (phase or selector or field_selector):
+        raise click.UsageError(
+            "names cannot be combined with --phase, --selector or --field-selector"
+        )
+    if watch and len(names) > 1:
+        raise click.UsageError("--watch follows all objects or exactly one name")
+    if output_watch_events and not watch:
+        raise click.UsageError("--output-watch-events needs --watch")
+    options = ListOptions.of(
+        label_selector=selector, field_selector=field_selector, phase=phase or None
+    )
+    if watch:
+        if names:
+            options = name_options(names[0])
+        state.run_until_interrupted(
+            lambda c: _watch(c, state, resource, options, bool(names), output_watch_events)
+        )
+        return
+    if names:
+        state.run(lambda c: _get_names(c, state, resource, names))
+    else:
+        state.run(lambda c: _list(c, state, resource, options))
+
+
+def _printer(
+    state: State,
+    kind: ResourceKind,
+    counts: Mapping[str, int] | None = None,
+    *,
+    watch_events: bool = False,
+) -> ResourcePrinter:
+    return ResourcePrinter(
+        kind.kind,
+        state.output,
+        click.echo,
+        watch_events=watch_events,
+        project_counts=(lambda: counts) if counts is not None else None,
+    )
+
+
+async def _project_counts(
+    client: CaravanseraiClient, state: State, kind: ResourceKind
+) -> dict[str, int] | None:
+    """Projects per node, for the PROJECTS column of ``get nodes -o wide`` only."""
+    if kind.kind != "Node" or state.output is not OutputFormat.WIDE:
+        return None
+    counts: dict[str, int] = {}
+    for p in (await client.projects.list_all()).items:
+        if p.status.node_ref:
+            counts[p.status.node_ref] = counts.get(p.status.node_ref, 0) + 1
+    return counts
+
+
+async def _list(
+    client: CaravanseraiClient, state: State, kind: ResourceKind, options: ListOptions
+) -> None:
+    result: ObjectList[Any] = await resources_of(client, kind).list_all(options)
+    printer = _printer(state, kind, await _project_counts(client, state, kind))
+    if not result.items and printer.tabular:
+        # stderr, as kubectl: stdout stays empty for scripts counting lines.
+        click.echo(f"No {_plural(kind)} found.", err=True)
+        return
+    printer.print_many(result.items, resource_version=result.resource_version)
+
+
+async def _get_names(
+    client: CaravanseraiClient, state: State, kind: ResourceKind, names: Sequence[str]
+) -> None:
+    resources = resources_of(client, kind)
+    found: list[Any] = []
+    missing: list[str] = []
+    for name in names:
+        try:
+            found.append(await resources.get(name))
+        except NotFound:
+            missing.append(name)
+    printer = _printer(state, kind, await _project_counts(client, state, kind))
+    if len(names) == 1 and found:
+        printer.print_one(found[0])
+    elif found:
+        printer.print_many(found)
+    if len(names) == 1 and missing:
+        raise not_found(kind.kind, missing[0])
+    for name in missing:
+        echo_error(not_found(kind.kind, name))
+    if missing:
+        raise PartialFailure()
+
+
+async def _watch(
+    client: CaravanseraiClient,
+    state: State,
+    kind: ResourceKind,
+    options: ListOptions,
+    one_name: bool,
+    watch_events: bool,
+) -> None:
+    resources = resources_of(client, kind)
+    seed: ObjectList[Any] = await resources.list_all(options)
+    if one_name and not seed.items:
+        name = (options.field_selector or "=").split("=", 1)[1]
+        raise not_found(kind.kind, name)
+    wide_nodes = kind.kind == "Node" and state.output is OutputFormat.WIDE
+    async with _node_project_index(client, wide_nodes) as counts:
+        printer = ResourcePrinter(
+            kind.kind,
+            state.output,
+            click.echo,
+            watch_events=watch_events,
+            project_counts=counts,
+        )
+        printer.presize_for_watch()
+        for obj in seed.items:
+            printer.print_event(obj, "ADDED")
+        async with reflect(resources, options, seed) as (_, queue):
+            while True:
+                for delta in await queue.get():
+                    printer.print_event(delta.new, EVENT_NAMES[delta.type])
+
+
+@asynccontextmanager
+async def _node_project_index(
+    client: CaravanseraiClient, enabled: bool
+) -> AsyncIterator[Callable[[], Mapping[str, int]] | None]:
+    """For ``get nodes -o wide -w``: a live projects cache, so PROJECTS stays true."""
+    if not enabled:
+        yield None
+        return
+    seed = await client.projects.list_all()
+    async with reflect(
+        client.projects, ListOptions(), seed, indexers={"node": index_by_node_ref}, deltas=False
+    ) as (cache, _):
+        yield lambda: {n: len(cache.index_keys("node", n)) for n in cache.index_values("node")}
+
+
+__all__ = ["SELECTABLE_PHASES", "get"]
