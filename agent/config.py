@@ -1,0 +1,269 @@
+"""cara-agent configuration: defaults < ``config.yaml`` < ``.env`` < environment < flags.
+
+REFERENCE §7 keeps the original's names (``SERVER_URL``, ``NODE_NAME``, ...). Unlike the
+original, the real environment wins over ``.env`` (``.env`` never touches ``os.environ``), a
+later source may set a value back to false or empty, and the advertise address is detected
+when unset instead of being required.
+
+| yaml key           | environment          | flag                 | default                     |
+|--------------------|----------------------|----------------------|-----------------------------|
+| debug              | DEBUG                | --debug              | false                       |
+| server_url         | SERVER_URL           | --server-url         | http://localhost:8080       |
+| node_name          | NODE_NAME            | --node-name          | the OS hostname             |
+| heartbeat_interval | HEARTBEAT_INTERVAL   | --heartbeat-interval | 30s                         |
+| docker_host        | DOCKER_HOST          | --docker-host        | unix:///var/run/docker.sock |
+| listen_host        | AGENT_LISTEN_HOST    | --agent-host         | 0.0.0.0                     |
+| listen_port        | AGENT_LISTEN_PORT    | --agent-port         | 9090                        |
+| proxy_listen_addr  | PROXY_LISTEN_ADDR    | --proxy-listen-addr  | :8081                       |
+| advertise_ip       | AGENT_ADVERTISE_IP   | --advertise-ip       | detected                    |
+| environment        | CARA_ENVIRONMENT     | --environment        | dev                         |
+| base_domain        | CARA_BASE_DOMAIN     | --base-domain        | cara.local                  |
+| workers            | AGENT_WORKERS        | --workers            | 4                           |
+| stop_timeout       | AGENT_STOP_TIMEOUT   | --stop-timeout       | 10s                         |
+| pull_timeout       | AGENT_PULL_TIMEOUT   | --pull-timeout       | 10m                         |
+| sweep_interval     | AGENT_SWEEP_INTERVAL | --sweep-interval     | 5m                          |
+
+Durations are Go style (``30s``, ``1m30s``, ``500ms``) or seconds. The advertise address,
+when unset, is the local address that routes to the server.
+``config.yaml`` keys may also be written as the environment names (``DOCKER_HOST:``).
+``environment`` and ``base_domain`` complete ingress hosts without a dot:
+``host: admin`` serves ``admin.{environment}.{base_domain}`` (seed: ``spec.ingress``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+from ruamel.yaml import YAML
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed; the message names the key."""
+
+
+# key -> environment variable
+ENV_VARS: dict[str, str] = {
+    "debug": "DEBUG",
+    "server_url": "SERVER_URL",
+    "node_name": "NODE_NAME",
+    "heartbeat_interval": "HEARTBEAT_INTERVAL",
+    "docker_host": "DOCKER_HOST",
+    "listen_host": "AGENT_LISTEN_HOST",
+    "listen_port": "AGENT_LISTEN_PORT",
+    "proxy_listen_addr": "PROXY_LISTEN_ADDR",
+    "advertise_ip": "AGENT_ADVERTISE_IP",
+    "environment": "CARA_ENVIRONMENT",
+    "base_domain": "CARA_BASE_DOMAIN",
+    "workers": "AGENT_WORKERS",
+    "stop_timeout": "AGENT_STOP_TIMEOUT",
+    "pull_timeout": "AGENT_PULL_TIMEOUT",
+    "sweep_interval": "AGENT_SWEEP_INTERVAL",
+}
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: object, key: str = "duration") -> float:
+    """Seconds from a Go duration (``30s``, ``1m30s``, ``500ms``) or a plain number."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a duration, got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = str(value).strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            pos, seconds = 0, 0.0
+            for match in _DURATION_RE.finditer(text):
+                if match.start() != pos:
+                    break
+                seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+                pos = match.end()
+            if pos != len(text) or not text:
+                raise ConfigError(
+                    f"{key}: invalid duration {value!r} (e.g. 30s, 1m30s, 500ms)"
+                ) from None
+    if seconds <= 0:
+        raise ConfigError(f"{key}: must be positive, got {value!r}")
+    return seconds
+
+
+def parse_bool(value: object, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{key}: expected true or false, got {value!r}")
+
+
+def parse_port(value: object, key: str) -> int:
+    try:
+        port = int(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"{key}: expected a port number, got {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{key}: port {port} out of range 0-65535")
+    return port
+
+
+def parse_listen_addr(value: str, key: str) -> tuple[str, int]:
+    """``host:port``, ``:port`` (all interfaces) or ``[::1]:port`` → (host, port)."""
+    text = value.strip()
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep:
+            raise ConfigError(f"{key}: expected [host]:port, got {value!r}")
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            host, port = "", text
+    return host or "0.0.0.0", parse_port(port, key)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    debug: bool = False
+    server_url: str = "http://localhost:8080"
+    node_name: str = field(default_factory=socket.gethostname)
+    heartbeat_interval: float = 30.0
+    docker_host: str = "unix:///var/run/docker.sock"
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 9090
+    proxy_listen_addr: str = ":8081"
+    advertise_ip: str | None = None
+    environment: str = "dev"
+    base_domain: str = "cara.local"
+    workers: int = 4
+    stop_timeout: float = 10.0
+    pull_timeout: float = 600.0
+    sweep_interval: float = 300.0
+
+    @property
+    def proxy_host(self) -> str:
+        return parse_listen_addr(self.proxy_listen_addr, "proxy_listen_addr")[0]
+
+    @property
+    def proxy_port(self) -> int:
+        return parse_listen_addr(self.proxy_listen_addr, "proxy_listen_addr")[1]
+
+    def advertise_address(self) -> str:
+        """The configured advertise IP, or the local address that routes to the server."""
+        return self.advertise_ip or detect_advertise_ip(self.server_url)
+
+
+def _convert(key: str, value: Any) -> Any:
+    """Turn a raw value (string from env/.env, typed from YAML) into the field's type."""
+    if key == "debug":
+        return parse_bool(value, key)
+    if key in ("heartbeat_interval", "stop_timeout", "pull_timeout", "sweep_interval"):
+        return parse_duration(value, key)
+    if key == "listen_port":
+        return parse_port(value, key)
+    if key == "workers":
+        try:
+            workers = int(str(value).strip())
+        except ValueError:
+            raise ConfigError(f"workers: expected an integer, got {value!r}") from None
+        if workers < 1:
+            raise ConfigError("workers: must be at least 1")
+        return workers
+    text = "" if value is None else str(value).strip()
+    if key == "advertise_ip":
+        return text or None
+    if not text:
+        raise ConfigError(f"{key}: must not be empty")
+    if key == "proxy_listen_addr":
+        parse_listen_addr(text, key)
+    if key == "server_url":
+        parts = urlsplit(text)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"server_url: expected http(s)://host[:port], got {text!r}")
+        text = text.rstrip("/")
+    return text
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    data = YAML(typ="safe").load(path.read_text())
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of settings")
+    by_env = {var: key for key, var in ENV_VARS.items()}
+    out: dict[str, Any] = {}
+    unknown = []
+    for raw_key, value in data.items():
+        key = by_env.get(str(raw_key), str(raw_key))  # DOCKER_HOST: works as docker_host:
+        if key not in ENV_VARS:
+            unknown.append(str(raw_key))
+        out[key] = value
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
+    return out
+
+
+def _from_env(env: Mapping[str, str | None]) -> dict[str, Any]:
+    return {key: env[var] for key, var in ENV_VARS.items() if env.get(var) is not None}
+
+
+def load_config(
+    *,
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+    env_file: Path | None = None,
+) -> AgentConfig:
+    """Merge every source, highest last: defaults, YAML, ``.env``, environment, flags.
+
+    Flags whose value is None were not given. ``.env`` is read, never exported.
+    """
+    layers: list[dict[str, Any]] = [
+        read_yaml(config_file or Path("config.yaml")),
+        _from_env(dotenv_values(env_file or Path(".env"))),
+        _from_env(os.environ if environ is None else environ),
+        {k: v for k, v in (flags or {}).items() if v is not None},
+    ]
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update(layer)
+    names = {f.name for f in fields(AgentConfig)}
+    values = {k: _convert(k, v) for k, v in merged.items() if k in names}
+    return replace(AgentConfig(), **values)
+
+
+def detect_advertise_ip(server_url: str) -> str:
+    """The local address the kernel would use to reach the server (no packet is sent).
+
+    A server on loopback gives 127.0.0.1, which is right for a one-machine setup.
+    """
+    parts = urlsplit(server_url)
+    host = parts.hostname or "localhost"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except OSError:
+        infos = []
+    for family, _type, _proto, _name, sockaddr in infos:
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as sock:
+                sock.connect(sockaddr)
+                address = str(sock.getsockname()[0])
+        except OSError:
+            continue
+        if address and address not in ("0.0.0.0", "::"):
+            return address
+    return "127.0.0.1"

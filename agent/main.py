@@ -1,0 +1,253 @@
+"""``cara-agent``: the node agent.
+
+Runs, each in its own task: the heartbeat (from the first second), the project informer
+(``fieldSelector=status.nodeRef=<node>``), the reconcile workers, the Docker event watcher,
+the orphan sweeper, the agent HTTP server (logs, port-forward) and the ingress proxy.
+SIGTERM/SIGINT stop all of them cleanly; containers keep running (the agent is stateless
+and adopts them when it comes back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import structlog
+from aiohttp import web
+
+from agent import naming
+from agent.agent_api import AgentAPI
+from agent.config import AgentConfig, ConfigError, load_config
+from agent.docker_runtime import DockerRuntime
+from agent.node import NodeAgent, gather_facts
+from agent.proxy import IngressProxy, RouteTable
+from agent.reconciler import ProjectReconciler, ReconcilerSettings
+from agent.runtime import EngineUnavailable, Runtime
+from agent.sweeper import Sweeper, watch_container_events
+from caravanserai.api import Project
+from caravanserai.client import CaravanseraiClient, ListOptions
+from caravanserai.informer.controller import Controller
+from caravanserai.informer.informer import SharedInformer
+from caravanserai.informer.listerwatcher import HTTPListerWatcher
+from caravanserai.logging import configure_logging
+
+log = structlog.get_logger("agent")
+
+SHUTDOWN_TIMEOUT = 5.0
+
+
+class StartupError(Exception):
+    """The agent cannot start (a port is taken, ...); told as one line."""
+
+
+@dataclass
+class Agent:
+    """The wired-up agent (exposed for tests that run it in-process)."""
+
+    config: AgentConfig
+    runtime: Runtime
+    client: CaravanseraiClient
+    node: NodeAgent
+    informer: SharedInformer[Project]
+    controller: Controller[str]
+    reconciler: ProjectReconciler
+    sweeper: Sweeper
+    routes: RouteTable
+
+
+def make_resolver(runtime: Runtime) -> Callable[[str, str], Awaitable[str | None]]:
+    async def resolve(project: str, service: str) -> str | None:
+        try:
+            info = await runtime.inspect_container(naming.container_name(project, service))
+        except EngineUnavailable:
+            return None
+        if info is None or info.state != "running":
+            return None
+        return info.ips.get(naming.network_name(project)) or next(iter(info.ips.values()), None)
+
+    return resolve
+
+
+async def _start_site(app: web.Application, host: str, port: int, what: str) -> web.AppRunner:
+    runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                           shutdown_timeout=SHUTDOWN_TIMEOUT)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise StartupError(f"cannot listen on {host}:{port} for the {what}: {exc}") from exc
+    log.info("listening", what=what, address=f"{host}:{port}")
+    return runner
+
+
+async def run_agent(config: AgentConfig, *, started: asyncio.Event | None = None) -> None:
+    """Run the agent until cancelled."""
+    advertise_ip = config.advertise_address()
+    node_name = config.node_name
+    log.info("starting cara-agent", node=node_name, server=config.server_url,
+             docker=config.docker_host, advertise_ip=advertise_ip)
+    runners: list[web.AppRunner] = []
+    async with contextlib.AsyncExitStack() as stack:
+        runtime = await stack.enter_async_context(
+            DockerRuntime(config.docker_host, pull_timeout=config.pull_timeout)
+        )
+        client = await stack.enter_async_context(CaravanseraiClient(config.server_url))
+        # The heartbeat has a session of its own: a busy pool never delays it.
+        hb_client = await stack.enter_async_context(
+            CaravanseraiClient(
+                config.server_url, timeout=max(2.0, min(10.0, config.heartbeat_interval))
+            )
+        )
+        facts = await gather_facts(
+            runtime,
+            advertise_ip=advertise_ip,
+            agent_port=config.listen_port,
+            proxy_port=config.proxy_port,
+            engine_deadline=3.0,
+        )
+        node = NodeAgent(hb_client, node_name, facts, interval=config.heartbeat_interval,
+                         healthy=runtime.ping)
+
+        routes = RouteTable()
+        informer: SharedInformer[Project] = SharedInformer(
+            HTTPListerWatcher(
+                client.projects, ListOptions.of(field_selector=f"status.nodeRef={node_name}")
+            ),
+            resync_period=300.0,
+        )
+        reconciler = ProjectReconciler(
+            settings=ReconcilerSettings(
+                node=node_name,
+                environment=config.environment,
+                base_domain=config.base_domain,
+                stop_timeout=config.stop_timeout,
+            ),
+            runtime=runtime,
+            client=client,
+            projects=informer,
+            routes=routes,
+        )
+        controller: Controller[str] = Controller(
+            "cara-agent",
+            reconciler,
+            workers=config.workers,
+            kind="Project",
+            reconcile_timeout=config.pull_timeout + 4 * (config.stop_timeout + 30),
+        )
+        controller.watch(informer)
+        sweeper = Sweeper(runtime, informer, controller.enqueue, node=node_name,
+                          interval=config.sweep_interval)
+
+        def requeue_everything() -> None:
+            for project in informer.list():
+                controller.enqueue(project.metadata.name)
+            sweeper.trigger()
+
+        proxy = IngressProxy(routes, make_resolver(runtime))
+        api = AgentAPI(runtime, node_name)
+        try:
+            # Binding is immediate; doing it first makes a taken port a clean startup error.
+            runners.append(
+                await _start_site(api.app, config.listen_host, config.listen_port, "agent API")
+            )
+            runners.append(
+                await _start_site(proxy.app, config.proxy_host, config.proxy_port,
+                                  "ingress proxy")
+            )
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(node.run(), name="heartbeat")
+                tg.create_task(informer.run(), name="project-informer")
+                tg.create_task(controller.run(), name="reconciler")
+                tg.create_task(sweeper.run(), name="sweeper")
+                tg.create_task(
+                    watch_container_events(
+                        runtime, node=node_name, enqueue=controller.enqueue,
+                        on_reconnect=requeue_everything,
+                    ),
+                    name="docker-events",
+                )
+                if started is not None:
+                    started.set()
+        finally:
+            log.info("stopping cara-agent (containers keep running)")
+            for runner in reversed(runners):
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(SHUTDOWN_TIMEOUT):
+                        await runner.cleanup()
+
+
+async def _main(config: AgentConfig) -> int:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    stop_signal: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not stop_signal:
+            stop_signal.append(sig.name)
+            log.info("signal received; shutting down", signal=sig.name)
+            task.cancel()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        await run_agent(config)
+    except asyncio.CancelledError:
+        if not stop_signal:
+            raise
+        return 0
+    except StartupError as exc:
+        click.echo(f"cara-agent: {exc}", err=True)
+        return 1
+    return 0
+
+
+def _flag(name: str, *decls: str, **kwargs: Any) -> Callable[[Any], Any]:
+    return click.option(*decls, name, default=None, show_default=False, **kwargs)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@_flag("debug", "--debug/--no-debug", help="Verbose logs (DEBUG).")
+@_flag("server_url", "--server-url", help="cara-server URL (SERVER_URL).")
+@_flag("node_name", "--node-name", help="This node's name (NODE_NAME; default hostname).")
+@_flag("heartbeat_interval", "--heartbeat-interval", help="e.g. 30s (HEARTBEAT_INTERVAL).")
+@_flag("docker_host", "--docker-host", help="Docker endpoint (DOCKER_HOST).")
+@_flag("listen_host", "--agent-host", help="Agent API bind address (AGENT_LISTEN_HOST).")
+@_flag("listen_port", "--agent-port", help="Agent API port (AGENT_LISTEN_PORT, 9090).")
+@_flag("proxy_listen_addr", "--proxy-listen-addr", help="Ingress (PROXY_LISTEN_ADDR, :8081).")
+@_flag("advertise_ip", "--advertise-ip", help="Address the server reaches this agent at.")
+@_flag("environment", "--environment", help="Ingress host environment (CARA_ENVIRONMENT).")
+@_flag("base_domain", "--base-domain", help="Ingress base domain (CARA_BASE_DOMAIN).")
+@_flag("workers", "--workers", help="Projects reconciled at once (AGENT_WORKERS, 4).")
+@_flag("stop_timeout", "--stop-timeout", help="Container stop grace (AGENT_STOP_TIMEOUT).")
+@_flag("pull_timeout", "--pull-timeout", help="Image pull deadline (AGENT_PULL_TIMEOUT).")
+@_flag("sweep_interval", "--sweep-interval", help="Orphan sweep period (AGENT_SWEEP_INTERVAL).")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
+              help="config.yaml to read (default ./config.yaml).")
+@click.option("--env-file", "env_file", type=click.Path(path_type=Path), default=None,
+              help=".env to read (default ./.env).")
+def cli(config_file: Path | None, env_file: Path | None, **flags: Any) -> None:
+    """Run the Caravanserai node agent."""
+    try:
+        config = load_config(flags=flags, config_file=config_file, env_file=env_file)
+    except ConfigError as exc:
+        click.echo(f"cara-agent: configuration error: {exc}", err=True)
+        sys.exit(2)
+    configure_logging(debug=config.debug, app="cara-agent")
+    sys.exit(asyncio.run(_main(config)))
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""The ingress proxy: HTTP by Host header to the services of this node's Running projects.
+
+Routes come from ``spec.ingress``; hosts without a dot become
+``{host}.{environment}.{baseDomain}``. A route points at a service, not an address: the
+reconciler keeps the service's container IP current (containers that restart get new IPs),
+and a refused connection re-resolves the IP once before answering 502. Routes exist only
+while their project is Running and are removed with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from agent import naming
+from caravanserai.api import Project
+
+log = structlog.get_logger("agent.proxy")
+
+HOP_BY_HOP = frozenset(
+    h.lower()
+    for h in (
+        "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE",
+        "Trailer", "Transfer-Encoding", "Upgrade", "Proxy-Connection",
+    )
+)
+
+# (project, service) → current IP of its container on the project network, or None
+Resolver = Callable[[str, str], Awaitable[str | None]]
+
+
+@dataclass(frozen=True)
+class Route:
+    host: str
+    project: str
+    service: str
+    port: int
+    ingress: str
+
+
+def routes_for(project: Project, environment: str, base_domain: str) -> list[Route]:
+    """The routes ``project``'s ingress rules ask for (pure)."""
+    name = project.metadata.name
+    return [
+        Route(
+            host=naming.resolve_host(rule.host, environment, base_domain),
+            project=name,
+            service=rule.target.service,
+            port=rule.target.port,
+            ingress=rule.name,
+        )
+        for rule in project.spec.ingress
+    ]
+
+
+class RouteTable:
+    """host → route, and (project, service) → container IP. Event-loop only, no locks.
+
+    A host claimed by two projects stays with the first one (the other is logged), and
+    removing a project only ever removes its own hosts.
+    """
+
+    def __init__(self) -> None:
+        self._routes: dict[str, Route] = {}
+        self._by_project: dict[str, set[str]] = {}
+        self._ips: dict[tuple[str, str], str] = {}
+
+    def set_project(self, project: str, routes: Iterable[Route], ips: dict[str, str]) -> None:
+        """Replace ``project``'s routes and its services' IPs."""
+        self.remove_project(project)
+        hosts: set[str] = set()
+        for route in routes:
+            owner = self._routes.get(route.host)
+            if owner is not None and owner.project != project:
+                log.warning("ingress host already routed to another project; ignored",
+                            host=route.host, project=project, owner=owner.project)
+                continue
+            self._routes[route.host] = route
+            hosts.add(route.host)
+        self._by_project[project] = hosts
+        for service, ip in ips.items():
+            self._ips[(project, service)] = ip
+
+    def remove_project(self, project: str) -> None:
+        for host in self._by_project.pop(project, set()):
+            if (route := self._routes.get(host)) is not None and route.project == project:
+                del self._routes[host]
+        for key in [k for k in self._ips if k[0] == project]:
+            del self._ips[key]
+
+    def lookup(self, host: str) -> Route | None:
+        return self._routes.get(naming.host_from_header(host))
+
+    def ip(self, project: str, service: str) -> str | None:
+        return self._ips.get((project, service))
+
+    def set_ip(self, project: str, service: str, ip: str | None) -> None:
+        if ip:
+            self._ips[(project, service)] = ip
+        else:
+            self._ips.pop((project, service), None)
+
+    def hosts(self) -> dict[str, Route]:
+        return dict(self._routes)
+
+
+def _wants_html(request: web.Request) -> bool:
+    accept = request.headers.get("Accept", "")
+    return "text/html" in accept
+
+
+def bad_gateway(request: web.Request, detail: str) -> web.Response:
+    """502 as problem+json, or a small HTML page for browsers."""
+    if _wants_html(request):
+        body = (
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>502 Bad Gateway</title>"
+            "</head><body><h1>502 Bad Gateway</h1>"
+            f"<p>{html.escape(detail)}</p><hr><p>Caravanserai ingress proxy</p></body></html>"
+        )
+        return web.Response(status=502, text=body, content_type="text/html", charset="utf-8")
+    problem = {
+        "type": "https://caravanserai.dev/problems/bad-gateway",
+        "title": "Bad Gateway",
+        "status": 502,
+        "detail": detail,
+    }
+    return web.Response(
+        status=502, text=json.dumps(problem), content_type="application/problem+json"
+    )
+
+
+def forwarded_headers(request: web.Request) -> dict[str, str]:
+    """The request headers to send upstream: hop-by-hop dropped, X-Forwarded-* set."""
+    connection_tokens = {
+        t.strip().lower() for t in request.headers.get("Connection", "").split(",") if t.strip()
+    }
+    headers: dict[str, str] = {}
+    for key, value in request.headers.items():
+        lower = key.lower()
+        if lower in HOP_BY_HOP or lower in connection_tokens or lower.startswith("x-forwarded-"):
+            continue
+        headers[key] = value
+    peer = request.remote or ""
+    previous = request.headers.get("X-Forwarded-For")
+    headers["X-Forwarded-For"] = f"{previous}, {peer}" if previous else peer
+    headers["X-Forwarded-Host"] = request.headers.get("X-Forwarded-Host", request.host)
+    headers["X-Forwarded-Proto"] = request.headers.get("X-Forwarded-Proto", request.scheme)
+    return headers
+
+
+class IngressProxy:
+    """The proxy's aiohttp application and upstream session."""
+
+    def __init__(
+        self,
+        table: RouteTable,
+        resolver: Resolver,
+        *,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 300.0,
+    ) -> None:
+        self.table = table
+        self.resolver = resolver
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self._session: aiohttp.ClientSession | None = None
+        self.app = web.Application(client_max_size=0)
+        self.app.router.add_route("*", "/{tail:.*}", self.handle)
+        self.app.on_startup.append(self._start)
+        self.app.on_cleanup.append(self._stop)
+
+    async def _start(self, _app: web.Application) -> None:
+        self._session = aiohttp.ClientSession(
+            auto_decompress=False,
+            connector=aiohttp.TCPConnector(limit=0, force_close=False),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+
+    async def _stop(self, _app: web.Application) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _upstream(
+        self, request: web.Request, ip: str, port: int, body: bytes
+    ) -> aiohttp.ClientResponse:
+        assert self._session is not None
+        url = f"http://{ip}:{port}{request.rel_url}"
+        return await self._session.request(
+            request.method,
+            url,
+            headers=forwarded_headers(request),
+            data=body if body else None,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=self.connect_timeout, sock_read=self.read_timeout
+            ),
+        )
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        route = self.table.lookup(request.host)
+        host = naming.host_from_header(request.host)
+        if route is None:
+            return bad_gateway(request, f'Host "{host}" has no backend on this node.')
+        # Bodies are read whole so a connection refused by a stale IP can be retried.
+        body = await request.read()
+        ip = self.table.ip(route.project, route.service)
+        upstream: aiohttp.ClientResponse | None = None
+        for attempt in range(2):
+            if ip is None or attempt == 1:
+                fresh = await self.resolver(route.project, route.service)
+                if fresh is None or (attempt == 1 and fresh == ip):
+                    break
+                ip = fresh
+                self.table.set_ip(route.project, route.service, ip)
+            try:
+                upstream = await self._upstream(request, ip, route.port, body)
+                break
+            except (aiohttp.ClientConnectorError, TimeoutError) as exc:
+                log.info("backend unreachable", host=host, project=route.project,
+                         service=route.service, ip=ip, error=str(exc))
+                continue
+            except aiohttp.ClientError as exc:
+                log.info("backend error", host=host, project=route.project,
+                         service=route.service, error=str(exc))
+                break
+        if upstream is None:
+            target = f"{route.service}:{route.port}"
+            return bad_gateway(
+                request, f'Backend "{target}" of project "{route.project}" is unreachable.'
+            )
+        try:
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            for key, value in upstream.headers.items():
+                if key.lower() in HOP_BY_HOP or key.lower() == "content-length":
+                    continue
+                response.headers.add(key, value)
+            if upstream.content_length is not None:
+                response.content_length = upstream.content_length
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+        except (aiohttp.ClientError, ConnectionResetError, asyncio.IncompleteReadError) as exc:
+            log.info("proxy stream broken", host=host, error=str(exc))
+            raise
+        finally:
+            upstream.release()

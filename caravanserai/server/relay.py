@@ -1,0 +1,364 @@
+"""Logs and port-forward through the server: ``caractrl`` needs only the server's address.
+
+- ``GET /api/v1/projects/{name}/logs?service=&follow=&tail=&timestamps=`` streams the
+  service's container output (``text/plain``) from the agent of the project's node.
+- ``GET /api/v1/projects/{name}/portforward?service=&port=`` is a WebSocket carrying one TCP
+  connection to the service's container port (binary messages both ways).
+
+The project's ``status.nodeRef`` names the node; the node's ``status.network.ip`` and
+``agentPort`` (default 9090) name its agent, whose own routes are ``/api/v1/logs/...`` and
+``/api/v1/forward/...`` (``agent/agent_api.py``). ``service`` may be omitted when the
+project has exactly one service.
+
+Register with ``add_relay_routes(app)``, or put ``relay_routes()`` in the server's route
+table (then they are in the OpenAPI document too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import aiohttp
+from aiohttp import web
+
+from caravanserai.api.node import Node
+from caravanserai.api.problems import (
+    BadRequest,
+    CaravanseraiError,
+    Conflict,
+    NotFound,
+    Problem,
+    Unavailable,
+    error_from_problem,
+)
+from caravanserai.api.project import Project
+from caravanserai.logging import get_logger
+from caravanserai.server.routing import Param, Reply, RouteSpec, Schema, register
+from caravanserai.server.state import STORE
+
+log = get_logger("caravanserai.server.relay")
+
+DEFAULT_AGENT_PORT = 9090
+CONNECT_TIMEOUT = 5.0
+# Non-follow logs are bounded; follow streams and tunnels live as long as both ends do.
+READ_TIMEOUT = 30.0
+
+
+class BadGateway(CaravanseraiError):
+    status, title, slug = 502, "Bad Gateway", "bad-gateway"
+
+
+@dataclass(frozen=True)
+class Target:
+    project: str
+    service: str
+    node: str
+    base_url: str  # http://ip:port of the agent
+
+
+def _bool(request: web.Request, name: str) -> bool:
+    value = request.query.get(name)
+    if value is None:
+        return False
+    lowered = value.strip().lower()
+    if lowered in ("true", "1"):
+        return True
+    if lowered in ("false", "0", ""):
+        return False
+    raise BadRequest(f"query parameter {name} must be true or false, not {value!r}")
+
+
+def _tail(request: web.Request) -> str:
+    value = (request.query.get("tail") or "all").strip()
+    if value in ("all", "-1"):
+        return "all"
+    if not value.isdigit():
+        raise BadRequest(f"query parameter tail must be a number of lines or all, not {value!r}")
+    return value
+
+
+async def resolve_target(request: web.Request) -> Target:
+    """The agent serving ``service`` of project ``name`` (problems for every way it fails)."""
+    store = request.app[STORE]
+    name = request.match_info["name"]
+    try:
+        project = Project.model_validate(await store.get("Project", name))
+    except NotFound:
+        raise NotFound(f'project "{name}" not found') from None
+    services = [s.name for s in project.spec.services]
+    service = request.query.get("service")
+    if not service:
+        if len(services) != 1:
+            raise BadRequest(
+                f'query parameter service is required: project "{name}" has services '
+                + ", ".join(services)
+            )
+        service = services[0]
+    if service not in services:
+        raise NotFound(f'project "{name}" has no service "{service}"')
+    node_name = project.status.node_ref
+    if not node_name:
+        raise Conflict(f'project "{name}" is not on a node (phase {project.status.phase})')
+    try:
+        node = Node.model_validate(await store.get("Node", node_name))
+    except NotFound:
+        raise Unavailable(f'node "{node_name}" of project "{name}" is not registered') from None
+    ip = node.status.network.ip
+    if not ip:
+        raise Unavailable(f'node "{node_name}" has not reported its address')
+    port = node.status.network.agent_port or DEFAULT_AGENT_PORT
+    host = f"[{ip}]" if ":" in ip else ip
+    return Target(name, service, node_name, f"http://{host}:{port}")
+
+
+async def _agent_error(resp: aiohttp.ClientResponse, target: Target) -> CaravanseraiError:
+    """The agent's problem passed on (4xx, 503) or a 502 naming the node."""
+    text = (await resp.text(errors="replace"))[:2000]
+    problem: Problem | None = None
+    with contextlib.suppress(ValueError):
+        problem = Problem.model_validate_json(text)
+    if problem is not None and (400 <= problem.status < 500 or problem.status == 503):
+        return error_from_problem(problem)
+    if problem is not None:
+        return BadGateway(f'agent of node "{target.node}": {problem.detail}')
+    return BadGateway(f'agent of node "{target.node}" answered {resp.status}: {text.strip()}')
+
+
+async def logs(request: web.Request) -> web.StreamResponse:
+    follow = _bool(request, "follow")
+    timestamps = _bool(request, "timestamps")
+    tail = _tail(request)
+    target = await resolve_target(request)
+    url = (
+        f"{target.base_url}/api/v1/logs/{quote(target.project)}/{quote(target.service)}"
+    )
+    params = {"follow": str(follow).lower(), "timestamps": str(timestamps).lower(), "tail": tail}
+    session = aiohttp.ClientSession(auto_decompress=False)
+    try:
+        resp = await session.get(
+            url,
+            params=params,
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=CONNECT_TIMEOUT,
+                sock_read=None if follow else READ_TIMEOUT,
+            ),
+        )
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        await session.close()
+        raise BadGateway(
+            f'cannot reach the agent of node "{target.node}" at {target.base_url}: {exc}'
+        ) from None
+    if resp.status != 200:
+        try:
+            raise await _agent_error(resp, target)
+        finally:
+            resp.release()
+            await session.close()
+
+    async def body() -> AsyncIterator[bytes]:
+        # Written by aiohttp after the handler returned, so a follow stream is not cut by
+        # the per-request timeout of the API routes.
+        try:
+            async for chunk in _while_connected(resp.content.iter_any(), request):
+                yield chunk
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.info("relay.logs_ended", project=target.project, service=target.service,
+                     error=str(exc))
+        finally:
+            resp.release()
+            await session.close()
+
+    return web.Response(
+        body=body(),
+        headers={
+            "Content-Type": "text/plain; charset=utf-8",
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-cache",
+        },
+    )
+
+
+async def _while_connected(
+    source: AsyncIterator[bytes], request: web.Request, poll: float = 2.0
+) -> AsyncIterator[bytes]:
+    """``source``'s chunks until it ends or the client goes away (a quiet follow stream
+    would otherwise hold the agent connection open after its reader left)."""
+    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=16)
+
+    async def read() -> None:
+        try:
+            async for chunk in source:
+                await queue.put(chunk)
+            await queue.put(None)
+        except Exception as exc:
+            await queue.put(exc)
+
+    reader = asyncio.create_task(read())
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(poll):
+                    item = await queue.get()
+            except TimeoutError:
+                transport = request.transport
+                if transport is None or transport.is_closing():
+                    return
+                continue
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reader
+
+
+async def portforward(request: web.Request) -> web.StreamResponse:
+    raw_port = request.query.get("port", "")
+    try:
+        port = int(raw_port)
+        if not 1 <= port <= 65535:
+            raise ValueError
+    except ValueError:
+        raise BadRequest(
+            f"query parameter port must be a number in 1-65535, not {raw_port!r}"
+        ) from None
+    target = await resolve_target(request)
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        raise BadRequest("port-forward needs a WebSocket upgrade request")
+    url = (
+        f"{target.base_url}/api/v1/forward/{quote(target.project)}/"
+        f"{quote(target.service)}/{port}"
+    )
+    session = aiohttp.ClientSession()
+    try:
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT * 2):
+                upstream = await session.ws_connect(url, heartbeat=30, max_msg_size=0)
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status in (400, 404, 503):
+                raise error_from_problem(
+                    Problem(title="", status=exc.status, detail=f"agent: {exc.message}")
+                ) from None
+            raise BadGateway(
+                f'agent of node "{target.node}" refused the tunnel ({exc.status}): {exc.message}'
+            ) from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise BadGateway(
+                f'cannot reach the agent of node "{target.node}" at {target.base_url}: {exc}'
+            ) from None
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=0)
+        await ws.prepare(request)
+        log.info("relay.portforward_opened", project=target.project, service=target.service,
+                 port=port, node=target.node)
+        try:
+            await _splice(ws, upstream)
+        finally:
+            await upstream.close()
+            await ws.close()
+            log.info("relay.portforward_closed", project=target.project,
+                     service=target.service, port=port)
+        return ws
+    finally:
+        await session.close()
+
+
+async def _splice(
+    client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse
+) -> None:
+    """Relay messages both ways until either side closes."""
+
+    async def down() -> None:
+        async for msg in upstream:
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                await client.send_bytes(msg.data)
+            elif msg.type == aiohttp.WSMsgType.TEXT:
+                await client.send_str(msg.data)
+            else:
+                break
+
+    async def up() -> None:
+        async for msg in client:
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                await upstream.send_bytes(msg.data)
+            elif msg.type == aiohttp.WSMsgType.TEXT:
+                await upstream.send_str(msg.data)
+            else:
+                break
+
+    tasks = [asyncio.create_task(down()), asyncio.create_task(up())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+_NAME = Param("name", "path", {"type": "string"}, "The project's name.", True)
+_SERVICE = Param(
+    "service", "query", {"type": "string"},
+    "The service (optional when the project has exactly one).",
+)
+
+
+def relay_routes() -> list[RouteSpec]:
+    """The relay routes, for the server's route table (and so its OpenAPI document)."""
+    text: dict[str, Schema] = {"text/plain": {"type": "string"}}
+    return [
+        RouteSpec(
+            "GET",
+            "/api/v1/projects/{name}/logs",
+            logs,
+            "readProjectLogs",
+            "Stream a service's container logs",
+            "projects",
+            params=(
+                _NAME,
+                _SERVICE,
+                Param("follow", "query", {"type": "boolean"}, "Keep streaming new output."),
+                Param("tail", "query", {"type": "string", "pattern": "^(all|[0-9]+)$"},
+                      "Lines from the end (default all)."),
+                Param("timestamps", "query", {"type": "boolean"}, "Prefix RFC 3339 times."),
+            ),
+            replies=(Reply(200, "The output, stdout and stderr merged", text),),
+            problems=(400, 404, 405, 409, 502, 503),
+            description=(
+                "Relayed from the agent of the project's node (status.nodeRef → the node's "
+                "status.network.ip and agentPort)."
+            ),
+        ),
+        RouteSpec(
+            "GET",
+            "/api/v1/projects/{name}/portforward",
+            portforward,
+            "portForwardProject",
+            "Tunnel one TCP connection to a service's port (WebSocket)",
+            "projects",
+            params=(
+                _NAME,
+                _SERVICE,
+                Param("port", "query", {"type": "integer", "minimum": 1, "maximum": 65535},
+                      "The container port.", True),
+            ),
+            replies=(Reply(101, "Switching to the WebSocket; binary messages carry the bytes"),),
+            problems=(400, 404, 405, 409, 502, 503),
+            description=(
+                "Needs a WebSocket upgrade. Relayed to the agent of the project's node, which "
+                "connects to the container's address on the project network."
+            ),
+        ),
+    ]
+
+
+def add_relay_routes(app: web.Application) -> None:
+    """Register the relay routes on a cara-server app (one that has ``app[STORE]``)."""
+    register(app, relay_routes())
