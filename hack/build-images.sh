@@ -129,6 +129,7 @@ start=$SECONDS
 for img in busybox web; do
   build "$img"
 done
+"$here/build-postgres-image.sh" "$@" || die "cara-test/postgres: hack/build-postgres-image.sh failed"
 say "images ready in $((SECONDS - start))s"
 
 ((check)) || exit 0
