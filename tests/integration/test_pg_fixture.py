@@ -9,9 +9,12 @@ data directory, the embedded one runs from a temporary directory on this host.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -68,12 +71,31 @@ def test_container_backend_is_this_sessions_container(pg_backend: str, pg_admin_
     assert row[0] in container_ips  # the connection ends inside the container
 
 
-def test_embedded_backend_runs_on_this_host(pg_backend: str, pg_admin_url: str) -> None:
-    if pg_backend != "embedded":
-        pytest.skip(f"this session's PostgreSQL is {pg_backend}, not embedded")
-    data_dir = _show(pg_admin_url, "data_directory")
-    assert os.path.basename(os.path.dirname(data_dir)).startswith("cara-test-pg-")
-    assert os.path.isfile(os.path.join(data_dir, "PG_VERSION"))  # on our filesystem
+def test_embedded_backend_runs_on_this_host() -> None:
+    """The embedded wheel (the fixture's fallback and ``cara-server --dev``'s database) runs
+    on this host whatever backend this session uses, and keeps its data across restarts."""
+    from caravanserai.store.embedded import start_embedded
+
+    # Not pytest's tmp_path: as root the server runs as an unprivileged user, which must be
+    # able to traverse every parent directory.
+    data_dir = Path(tempfile.mkdtemp(prefix="cara-test-embedded-")) / "pg"
+    os.chmod(data_dir.parent, 0o755)
+    dsn, stop = start_embedded(data_dir)
+    try:
+        served = _show(dsn, "data_directory")
+        assert os.path.realpath(served) == os.path.realpath(data_dir)
+        assert os.path.isfile(os.path.join(served, "PG_VERSION"))  # on our filesystem
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+            conn.execute("CREATE TABLE kept (x int)")
+    finally:
+        stop()
+    dsn, stop = start_embedded(data_dir)
+    try:
+        with psycopg.connect(dsn, connect_timeout=10) as conn:
+            assert conn.execute("SELECT count(*) FROM kept").fetchone() == (0,)
+    finally:
+        stop()
+        shutil.rmtree(data_dir.parent, ignore_errors=True)
 
 
 # -- the image itself, through testcontainers ------------------------------------------------
