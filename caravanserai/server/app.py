@@ -37,7 +37,7 @@ from caravanserai.server.metrics import METRICS_CONTENT_TYPE, Metrics, observe_m
 from caravanserai.server.models import PhasePatch, VersionInfo
 from caravanserai.server.openapi import build_openapi
 from caravanserai.server.problems import problem_middleware
-from caravanserai.server.relay import add_relay_routes
+from caravanserai.server.relay import relay_routes
 from caravanserai.server.routes_resources import (
     MAX_LIMIT,
     ResourceHandlers,
@@ -320,6 +320,7 @@ def route_table() -> list[RouteSpec]:
             problems=(404, 405),
         ),
         *_resource_routes(PROJECTS, Project, ProjectList),
+        *relay_routes(),
         RouteSpec(
             "PATCH",
             "/api/v1/projects/{name}/status",
@@ -423,7 +424,6 @@ def create_app(
     app[WATCHES] = WatchRegistry()
     routes = route_table()
     register(app, routes)
-    add_relay_routes(app)  # logs + port-forward relayed to agents (agent issue)
     app[OPENAPI_KEY] = build_openapi(routes)
 
     async def end_watches(app: web.Application) -> None:

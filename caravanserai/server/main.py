@@ -143,13 +143,19 @@ async def serve(
     extra_startup: Sequence[CleanupContext] = (),
     started: Callable[[], None] | None = None,
     stop: asyncio.Event | None = None,
+    handle_signals: bool = True,
 ) -> None:
     """Run the server until SIGTERM/SIGINT (or ``stop`` is set); raise StartupError early.
 
     ``extra_startup`` is passed to :func:`create_app` (the controller manager's hook);
-    ``started`` is called once the server listens.
+    ``started`` is called once the server listens. ``handle_signals=False`` leaves the
+    signals to the caller, which then sets ``stop`` (``--dev`` stops its agent first).
     """
     stop = stop or asyncio.Event()
+    if not handle_signals:
+        await _serve(config, stop, [], extra_startup, started)
+        log.info("shutdown.complete")
+        return
     loop = asyncio.get_running_loop()
     received: list[str] = []
 
@@ -246,6 +252,14 @@ def _format_address(address: Any) -> str:
               default=None, help="YAML settings file [default ./config.yaml].")
 @click.option("--env-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="dotenv file [default ./.env].")
+@click.option("--dev", is_flag=True,
+              help="Run a complete single-node cluster: embedded PostgreSQL (unless "
+              "DATABASE_URL is set), this server on 127.0.0.1, and a local cara-agent.")
+@click.option("--node-name", default=None,
+              help="With --dev: the local node's name [env NODE_NAME; default hostname].")
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="With --dev: the embedded PostgreSQL's data directory [env CARA_DATA_DIR; "
+              "default in the user data directory].")
 @click.version_option(caravanserai.__version__, prog_name=PROG)
 def main(
     host: str | None,
@@ -255,11 +269,16 @@ def main(
     otel_collector_url: str | None,
     config_file: Path | None,
     env_file: Path | None,
+    dev: bool,
+    node_name: str | None,
+    data_dir: Path | None,
 ) -> None:
     """The Caravanserai control-plane API server.
 
     Settings come from flags, then the environment, then .env, then config.yaml (in the
     working directory), then defaults.
+
+    `cara-server --dev` brings up a whole single-node cluster for trying Caravanserai out.
     """
     flags = {
         "host": host,
@@ -268,12 +287,19 @@ def main(
         "debug": debug,
         "otel_collector_url": otel_collector_url,
     }
+    if not dev and (node_name is not None or data_dir is not None):
+        click.echo(f"{PROG}: --node-name and --data-dir only apply with --dev", err=True)
+        sys.exit(2)
     try:
         config = load_config(flags, config_file=config_file, env_file=env_file)
-        require_database_url(config)
+        if not dev:
+            require_database_url(config)
     except ConfigError as exc:
         click.echo(f"{PROG}: {exc}", err=True)
         sys.exit(1)
+    if dev:
+        _main_dev(config, node_name, data_dir)
+        return
     configure_logging(debug=config.debug, app=PROG)
     held = HeldLogs()
     try:
@@ -289,6 +315,32 @@ def main(
         sys.exit(130)
     finally:
         held.release()  # e.g. a crash after startup: keep whatever was logged
+
+
+def _main_dev(config: ServerConfig, node_name: str | None, data_dir: Path | None) -> None:
+    """``--dev``: the same one-line failures as the plain server (caravanserai.server.dev)."""
+    from caravanserai.server.dev import DevError, DevOptions, run_dev
+
+    if data_dir is None and (env_dir := os.environ.get("CARA_DATA_DIR")):
+        data_dir = Path(env_dir)
+    configure_logging(debug=config.debug, app=PROG)
+    held = HeldLogs()
+    options = DevOptions(node_name=node_name or None, data_dir=data_dir)
+    try:
+        # As below: a bad CARA_CONTROLLERS is one line before anything starts.
+        managers = [controller_manager()]
+        code = asyncio.run(
+            run_dev(config, options, extra_startup=managers, on_started=held.release)
+        )
+    except (DevError, StartupError, ConfigError) as exc:
+        held.drop()
+        click.echo(f"{PROG} --dev: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:  # a signal before the handlers were installed
+        sys.exit(130)
+    finally:
+        held.release()
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -71,7 +72,9 @@ class Metrics:
             self.revision.set(revision)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        # The informer library (work queues, reconcilers, leader election) registers in the
+        # process-wide default registry, so a third-party controller's metrics show up too.
+        return generate_latest(self.registry) + generate_latest(REGISTRY)
 
 
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST

@@ -10,8 +10,8 @@ The project's ``status.nodeRef`` names the node; the node's ``status.network.ip`
 ``/api/v1/forward/...`` (``agent/agent_api.py``). ``service`` may be omitted when the
 project has exactly one service.
 
-Register with ``add_relay_routes(app)``, or put ``relay_routes()`` in the server's route
-table (then they are in the OpenAPI document too).
+``relay_routes()`` is part of the server's route table, so the routes are in the OpenAPI
+document too.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from caravanserai.api.problems import (
 )
 from caravanserai.api.project import Project
 from caravanserai.logging import get_logger
-from caravanserai.server.routing import Param, Reply, RouteSpec, Schema, register
+from caravanserai.server.routing import Param, Reply, RouteSpec, Schema
 from caravanserai.server.state import STORE
 
 log = get_logger("caravanserai.server.relay")
@@ -358,7 +358,3 @@ def relay_routes() -> list[RouteSpec]:
         ),
     ]
 
-
-def add_relay_routes(app: web.Application) -> None:
-    """Register the relay routes on a cara-server app (one that has ``app[STORE]``)."""
-    register(app, relay_routes())

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import aiohttp
 import psycopg
 import pytest
 from test_controllers_harness import (  # type: ignore[import-not-found]
@@ -66,6 +67,11 @@ async def test_the_other_manager_takes_over_and_controllers_keep_working(
         await ready_node(c, "n1")
         await c.projects.create(a_project("before"))
         await wait_phase(c, "before", ProjectPhase.SCHEDULED)
+        # The controllers' own metrics (work queues, reconciles) are on the server's /metrics.
+        async with aiohttp.ClientSession() as http, http.get(f"{leader.url}/metrics") as resp:
+            text = await resp.text()
+        assert 'caravanserai_workqueue_adds_total{name="scheduler"}' in text
+        assert "cara_http_requests_total" in text
 
         loop = asyncio.get_running_loop()
         stopped_at = loop.time()
