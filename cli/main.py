@@ -13,6 +13,7 @@ from cli.commands.delete import delete
 from cli.commands.describe import describe
 from cli.commands.get import get
 from cli.commands.logs import logs
+from cli.commands.nodes import cordon, drain, uncordon
 from cli.commands.port_forward import port_forward
 from cli.commands.version import version
 from cli.context import State, get_state, global_options
@@ -71,7 +72,10 @@ def cli(ctx: click.Context) -> None:
         ctx.obj = State()
 
 
-for _command in (apply, get, describe, delete, logs, port_forward, config, version, completion):
+for _command in (
+    apply, get, describe, delete, logs, port_forward, cordon, uncordon, drain, config, version,
+    completion,
+):
     cli.add_command(_command)
 
 

@@ -1139,3 +1139,52 @@ def test_port_forward_needs_a_node(server: Server, env: dict[str, str]) -> None:
         1,
         'Error: project "my-project" is not running on a node (phase Pending)\n',
     )
+
+
+def _node_ref(server: Server, name: str) -> str | None:
+    ref: str | None = server.get_raw(f"/api/v1/projects/{name}")["status"].get("nodeRef")
+    return ref
+
+
+def test_cordon_drain_uncordon(control_plane: Server, tmp_path: Path) -> None:
+    """kubectl's node maintenance verbs, with the real scheduler placing the projects."""
+    server, env = control_plane, cli_env(control_plane, tmp_path)
+    register_node(server, "node-01")
+    register_node(server, "node-02")
+
+    def project(name: str) -> str:
+        return PROJECT_YAML.replace("my-project", name)
+
+    r = caractrl(env, "cordon", "node-02")
+    assert (r.returncode, r.stdout) == (0, 'node "node-02" cordoned\n')
+    assert caractrl(env, "cordon", "node-02").stdout == 'node "node-02" already cordoned\n'
+    # Spreading would pick the empty node-02, but it is cordoned.
+    for name in ("first", "second"):
+        assert caractrl(env, "apply", "-f", "-", stdin=project(name)).returncode == 0
+        wait_for(lambda n=name: _phase(server, n) == "Scheduled", f"{name} scheduled")
+        assert _node_ref(server, name) == "node-01"
+    set_phase(server, "first", "Running", "ContainersRunning")
+
+    r = caractrl(env, "drain", "node-01")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == 'node "node-01" drained (2 project(s) moved: first, second)\n'
+    node = json.loads(caractrl(env, "-o", "json", "get", "node", "node-01").stdout)
+    assert (node["spec"]["unschedulable"], node["status"]["state"]) == (True, "Draining")
+    # Both nodes are out of scheduling: the moved projects wait.
+    for name in ("first", "second"):
+        assert _phase(server, name) == "Pending"
+
+    r = caractrl(env, "uncordon", "node-02")
+    assert (r.returncode, r.stdout) == (0, 'node "node-02" uncordoned\n')
+    for name in ("first", "second"):
+        wait_for(lambda n=name: _node_ref(server, n) == "node-02", f"{name} on node-02")
+    r = caractrl(env, "describe", "project", "first")
+    assert "NodeDrained" in r.stdout
+
+    r = caractrl(env, "uncordon", "node-01")
+    assert (r.returncode, r.stdout) == (0, 'node "node-01" uncordoned\n')
+    node = json.loads(caractrl(env, "-o", "json", "get", "node", "node-01").stdout)
+    assert (node["spec"]["unschedulable"], node["status"]["state"]) == (False, "Ready")
+
+    r = caractrl(env, "drain", "no-such-node")
+    assert (r.returncode, r.stderr) == (1, 'Error: node "no-such-node" not found\n')
