@@ -88,7 +88,7 @@ class DevOptions:
 class DockerEngine:
     host: str
     version: str
-    origin: str  # why this one: "DOCKER_HOST", "default socket", "hack/docker-up.sh"
+    origin: str  # why this one, for the banner: "from DOCKER_HOST", ...
 
 
 @dataclass
@@ -96,6 +96,7 @@ class Database:
     dsn: str
     description: str
     stop: Callable[[], None] = field(default=lambda: None)
+    embedded: bool = False
 
 
 @dataclass
@@ -130,9 +131,9 @@ async def find_docker(environ: Mapping[str, str]) -> DockerEngine:
     tried: list[str] = []
     candidates: list[tuple[str, str]] = []
     if env_host := environ.get("DOCKER_HOST", "").strip():
-        candidates.append((env_host, "DOCKER_HOST"))
+        candidates.append((env_host, "from DOCKER_HOST"))
     if env_host != DEFAULT_DOCKER_HOST:
-        candidates.append((DEFAULT_DOCKER_HOST, "default socket"))
+        candidates.append((DEFAULT_DOCKER_HOST, "the default socket"))
     for host, origin in candidates:
         if (version := await probe_docker(host)) is not None:
             return DockerEngine(host, version, origin)
@@ -147,8 +148,8 @@ async def find_docker(environ: Mapping[str, str]) -> DockerEngine:
             f"needs root: {HOW_TO_START_DOCKER}"
         )
     click.echo(
-        f"cara-server --dev: no Docker engine answers at {where}; starting a private one "
-        f"with {_display_path(DOCKER_UP)} (its progress follows)",
+        f"cara-server --dev: no Docker engine answers at {where}; using a private one "
+        f"from {_display_path(DOCKER_UP)} (started unless it runs already)",
         err=True,
     )
     code, out = await _run_script([str(DOCKER_UP)], environ, DOCKER_UP_TIMEOUT, quiet=False)
@@ -161,7 +162,7 @@ async def find_docker(environ: Mapping[str, str]) -> DockerEngine:
     host = match.group(1)
     if (version := await probe_docker(host)) is None:
         raise DevError(f"the engine started by hack/docker-up.sh does not answer at {host}")
-    return DockerEngine(host, version, "hack/docker-up.sh")
+    return DockerEngine(host, version, "private engine of hack/docker-up.sh")
 
 
 async def build_example_images(environ: Mapping[str, str], docker_host: str) -> list[str]:
@@ -264,6 +265,7 @@ async def open_database(config: ServerConfig, options: DevOptions) -> Database:
         _with_dbname(dsn, DATABASE_NAME),
         f"embedded PostgreSQL {version} on {address}, data in {data_dir} (kept between runs)",
         stop,
+        embedded=True,
     )
 
 
@@ -576,18 +578,28 @@ async def run_dev(
             log.info("dev.agent_stopped", status=agent.returncode)
         if server_task is not None:
             server_stop.set()
-            with contextlib.suppress(Exception):
+            try:
                 await server_task
+            except Exception as exc:  # already past startup: report, keep tearing down
+                log.error("dev.server_failed", error=str(exc) or type(exc).__name__)
         if database is not None:
             await asyncio.to_thread(database.stop)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         if signals:
-            click.echo(
-                "cara-server --dev: stopped the agent, the server and the database; "
-                "containers keep running",
-                err=True,
-            )
+            click.echo(_stopped_line(agent is not None, server_task is not None,
+                                     database is not None and database.embedded), err=True)
+
+
+def _stopped_line(agent: bool, server: bool, database: bool) -> str:
+    """What a Ctrl-C stopped, e.g. "stopped the agent, the server and the database"."""
+    parts = [name for name, ran in (("the agent", agent), ("the server", server),
+                                    ("the database", database)) if ran]
+    if not parts:
+        return "cara-server --dev: stopped before anything was up"
+    what = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    tail = "; containers keep running" if agent else ""
+    return f"cara-server --dev: stopped {what}{tail}"
 
 
 async def _bring_up_infra(
