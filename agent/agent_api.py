@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 from collections.abc import AsyncIterator
 
 import aiohttp
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from agent import naming
 from agent.runtime import ContainerInfo, EngineUnavailable, Runtime
@@ -62,13 +64,23 @@ def parse_tail(value: str | None) -> str:
 
 
 class AgentAPI:
-    def __init__(self, runtime: Runtime, node_name: str) -> None:
+    def __init__(self, runtime: Runtime, node_name: str, token: str | None = None) -> None:
         self.runtime = runtime
         self.node_name = node_name
-        self.app = web.Application()
+        self.app = web.Application(middlewares=[self._auth] if token else [])
+        self._expected = f"Bearer {token}".encode()
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/api/v1/logs/{project}/{service}", self.logs)
         self.app.router.add_get("/api/v1/forward/{project}/{service}/{port}", self.forward)
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        # Logs and tunnels into containers are for the server's relay only (CARA_TOKEN).
+        if request.path != "/healthz":
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, self._expected):
+                return problem(401, "Unauthorized", "missing or invalid bearer token")
+        return await handler(request)
 
     async def healthz(self, _request: web.Request) -> web.Response:
         return web.Response(text="OK")

@@ -22,6 +22,11 @@ when unset instead of being required.
 | stop_timeout       | AGENT_STOP_TIMEOUT   | --stop-timeout       | 10s                         |
 | pull_timeout       | AGENT_PULL_TIMEOUT   | --pull-timeout       | 10m                         |
 | sweep_interval     | AGENT_SWEEP_INTERVAL | --sweep-interval     | 5m                          |
+| token              | CARA_TOKEN           | --token              | unset                       |
+
+``token`` is the server's ``CARA_API_TOKEN`` when the server requires one: the agent sends
+it to the server, and requires it on its own API (logs, port-forward), which only the
+server's relay calls.
 
 Durations are Go style (``30s``, ``1m30s``, ``500ms``) or seconds. The advertise address,
 when unset, is the local address that routes to the server.
@@ -66,6 +71,7 @@ ENV_VARS: dict[str, str] = {
     "stop_timeout": "AGENT_STOP_TIMEOUT",
     "pull_timeout": "AGENT_PULL_TIMEOUT",
     "sweep_interval": "AGENT_SWEEP_INTERVAL",
+    "token": "CARA_TOKEN",
 }
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
@@ -150,6 +156,7 @@ class AgentConfig:
     stop_timeout: float = 10.0
     pull_timeout: float = 600.0
     sweep_interval: float = 300.0
+    token: str | None = field(default=None, repr=False)
 
     @property
     def proxy_host(self) -> str:
@@ -181,7 +188,7 @@ def _convert(key: str, value: Any) -> Any:
             raise ConfigError("workers: must be at least 1")
         return workers
     text = "" if value is None else str(value).strip()
-    if key == "advertise_ip":
+    if key in ("advertise_ip", "token"):
         return text or None
     if not text:
         raise ConfigError(f"{key}: must not be empty")

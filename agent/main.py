@@ -99,11 +99,15 @@ async def run_agent(config: AgentConfig, *, started: asyncio.Event | None = None
         runtime = await stack.enter_async_context(
             DockerRuntime(config.docker_host, pull_timeout=config.pull_timeout)
         )
-        client = await stack.enter_async_context(CaravanseraiClient(config.server_url))
+        client = await stack.enter_async_context(
+            CaravanseraiClient(config.server_url, token=config.token)
+        )
         # The heartbeat has a session of its own: a busy pool never delays it.
         hb_client = await stack.enter_async_context(
             CaravanseraiClient(
-                config.server_url, timeout=max(2.0, min(10.0, config.heartbeat_interval))
+                config.server_url,
+                token=config.token,
+                timeout=max(2.0, min(10.0, config.heartbeat_interval)),
             )
         )
         facts = await gather_facts(
@@ -152,7 +156,7 @@ async def run_agent(config: AgentConfig, *, started: asyncio.Event | None = None
             sweeper.trigger()
 
         proxy = IngressProxy(routes, make_resolver(runtime))
-        api = AgentAPI(runtime, node_name)
+        api = AgentAPI(runtime, node_name, token=config.token)
         try:
             # Binding is immediate; doing it first makes a taken port a clean startup error.
             runners.append(
@@ -230,6 +234,7 @@ def _flag(name: str, *decls: str, **kwargs: Any) -> Callable[[Any], Any]:
 @_flag("stop_timeout", "--stop-timeout", help="Container stop grace (AGENT_STOP_TIMEOUT).")
 @_flag("pull_timeout", "--pull-timeout", help="Image pull deadline (AGENT_PULL_TIMEOUT).")
 @_flag("sweep_interval", "--sweep-interval", help="Orphan sweep period (AGENT_SWEEP_INTERVAL).")
+@_flag("token", "--token", help="Bearer token of the server's API (CARA_TOKEN).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
               help="config.yaml to read (default ./config.yaml).")
 @click.option("--env-file", "env_file", type=click.Path(path_type=Path), default=None,

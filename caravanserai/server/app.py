@@ -17,16 +17,17 @@ aiohttp cleanup context, an async generator taking the app, that starts things b
 from __future__ import annotations
 
 import asyncio
+import hmac
 import platform
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 import caravanserai
 from caravanserai.api.base import API_VERSION
 from caravanserai.api.node import Heartbeat, Node, NodeList
-from caravanserai.api.problems import Unavailable
+from caravanserai.api.problems import Unauthorized, Unavailable
 from caravanserai.api.project import Project, ProjectList, ProjectPhase
 from caravanserai.api.resources import NODES, PROJECTS, ResourceKind
 from caravanserai.api.watch import WatchEvent
@@ -398,6 +399,29 @@ async def _lift_timeout(request: web.Request, response: web.StreamResponse) -> N
         deadline.reschedule(None)
 
 
+# Open even with a token: probes, scrapers and API tooling must not need the secret.
+_PUBLIC_PATHS = frozenset({"/api/healthz", "/api/readyz", "/metrics", "/api/v1/openapi.json"})
+
+
+def _auth_middleware(config: ServerConfig) -> Middleware:
+    """Bearer-token authentication when ``CARA_API_TOKEN`` is set (REFERENCE §10.19: the
+    original had none, so anyone who reached the port could rewrite any project)."""
+    expected = f"Bearer {config.api_token}".encode()
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path not in _PUBLIC_PATHS:
+            given = request.headers.get(hdrs.AUTHORIZATION, "").encode()
+            # Constant time: the comparison must not tell how much of a guess was right.
+            if not hmac.compare_digest(given, expected):
+                raise Unauthorized(
+                    "missing bearer token" if not given else "invalid bearer token"
+                )
+        return await handler(request)
+
+    return middleware
+
+
 # -- the app -------------------------------------------------------------------------------
 
 
@@ -413,6 +437,7 @@ def create_app(
         middlewares=[
             observe_middleware(metrics),
             problem_middleware,
+            *([_auth_middleware(config)] if config.api_token else []),
             _timeout_middleware(config),
         ],
         # Bodies are read (and limited) by our own reader, which answers a problem (413).

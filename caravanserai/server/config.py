@@ -24,6 +24,7 @@ value, and an explicitly empty or false value counts.
 | compaction_interval | ``CARA_COMPACTION_INTERVAL`` | ``compaction_interval`` | - | 60 s |
 | db_pool_size | ``CARA_DB_POOL_SIZE`` | ``db_pool_size`` | - | 20 |
 | connect_timeout | ``CARA_CONNECT_TIMEOUT`` | ``connect_timeout`` | - | 10 s |
+| api_token | ``CARA_API_TOKEN`` | ``api_token`` | - | unset (no authentication) |
 
 ``config.yaml`` keys may also be written as the environment names (``DATABASE_URL:``).
 """
@@ -133,6 +134,7 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("compaction_interval", "CARA_COMPACTION_INTERVAL", _parse_seconds),
     _Setting("db_pool_size", "CARA_DB_POOL_SIZE", _parse_positive_int),
     _Setting("connect_timeout", "CARA_CONNECT_TIMEOUT", _parse_seconds),
+    _Setting("api_token", "CARA_API_TOKEN", _parse_optional_str),
 )
 _BY_NAME = {s.name: s for s in _SETTINGS}
 _BY_ENV = {s.env: s for s in _SETTINGS}
@@ -166,6 +168,9 @@ class ServerConfig:
     db_pool_size: int = 20
     # How long startup waits for PostgreSQL before giving up with one clear line.
     connect_timeout: float = 10.0
+    # When set, every /api/v1 request must carry ``Authorization: Bearer <token>`` (401
+    # otherwise); health, readiness, metrics and the OpenAPI document stay open.
+    api_token: str | None = field(default=None, repr=False)
     # Where each value came from ("default", "config.yaml", ".env", "environment", "flag"),
     # for error messages and the startup log.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)

@@ -334,6 +334,9 @@ def plan_agent(
     env.setdefault("AGENT_LISTEN_HOST", "127.0.0.1")
     env.setdefault("PROXY_LISTEN_ADDR", "127.0.0.1:8081")
     env.setdefault("AGENT_ADVERTISE_IP", "127.0.0.1")
+    # A server that requires a token gets the same one from its agent.
+    if environ.get("CARA_API_TOKEN"):
+        env.setdefault("CARA_TOKEN", environ["CARA_API_TOKEN"])
     # config.yaml in the working directory holds the server's settings (cara-server reads
     # it); the agent rejects keys it does not know, so it gets none (os.devnull is no file).
     args = [sys.executable, "-m", "agent.main", "--config", os.devnull]

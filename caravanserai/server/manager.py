@@ -227,6 +227,7 @@ class InternalAPI:
         self.client = CaravanseraiClient(
             "http://cara-server.internal",
             session=self._session,
+            token=self._config.api_token,
             timeout=self._config.request_timeout + 5,
         )
         return self.client

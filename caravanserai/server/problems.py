@@ -55,7 +55,11 @@ def problem_response(
 
 
 def error_response(exc: CaravanseraiError, request: web.Request | None = None) -> web.Response:
-    return problem_response(exc.to_problem(instance=request.path if request else None))
+    # RFC 9110: a 401 names the scheme the client should use.
+    headers = {"WWW-Authenticate": 'Bearer realm="caravanserai"'} if exc.status == 401 else None
+    return problem_response(
+        exc.to_problem(instance=request.path if request else None), headers=headers
+    )
 
 
 def _http_exception_problem(exc: web.HTTPException, request: web.Request) -> Problem:

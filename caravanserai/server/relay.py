@@ -38,7 +38,7 @@ from caravanserai.api.problems import (
 from caravanserai.api.project import Project
 from caravanserai.logging import get_logger
 from caravanserai.server.routing import Param, Reply, RouteSpec, Schema
-from caravanserai.server.state import STORE
+from caravanserai.server.state import CONFIG, STORE
 
 log = get_logger("caravanserai.server.relay")
 
@@ -115,6 +115,12 @@ async def resolve_target(request: web.Request) -> Target:
     return Target(name, service, node_name, f"http://{host}:{port}")
 
 
+def _agent_headers(request: web.Request) -> dict[str, str]:
+    """With ``CARA_API_TOKEN`` set, agents require it too (their ``CARA_TOKEN``)."""
+    token = request.app[CONFIG].api_token
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 async def _agent_error(resp: aiohttp.ClientResponse, target: Target) -> CaravanseraiError:
     """The agent's problem passed on (4xx, 503) or a 502 naming the node."""
     text = (await resp.text(errors="replace"))[:2000]
@@ -137,7 +143,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
         f"{target.base_url}/api/v1/logs/{quote(target.project)}/{quote(target.service)}"
     )
     params = {"follow": str(follow).lower(), "timestamps": str(timestamps).lower(), "tail": tail}
-    session = aiohttp.ClientSession(auto_decompress=False)
+    session = aiohttp.ClientSession(auto_decompress=False, headers=_agent_headers(request))
     try:
         resp = await session.get(
             url,
@@ -236,7 +242,7 @@ async def portforward(request: web.Request) -> web.StreamResponse:
         f"{target.base_url}/api/v1/forward/{quote(target.project)}/"
         f"{quote(target.service)}/{port}"
     )
-    session = aiohttp.ClientSession()
+    session = aiohttp.ClientSession(headers=_agent_headers(request))
     try:
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT * 2):

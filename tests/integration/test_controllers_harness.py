@@ -82,9 +82,12 @@ async def serve(
     with_manager: bool = True,
     clock: Clock | None = None,
     identity: str | None = None,
+    api_token: str | None = None,
 ) -> AsyncIterator[Server]:
     """A cara-server app on 127.0.0.1 (a free port) with (by default) the manager."""
-    config = ServerConfig(database_url=database_url, host="127.0.0.1", port=0)
+    config = ServerConfig(
+        database_url=database_url, host="127.0.0.1", port=0, api_token=api_token
+    )
     extra = (
         [controller_manager(settings or manager_settings(), clock=clock, identity=identity)]
         if with_manager
@@ -98,7 +101,7 @@ async def serve(
         await site.start()
         host, port = runner.addresses[0][:2]
         url = f"http://{host}:{port}"
-        server = Server(app, runner, CaravanseraiClient(url), url)
+        server = Server(app, runner, CaravanseraiClient(url, token=api_token), url)
         try:
             yield server
         finally:

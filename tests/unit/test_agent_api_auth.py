@@ -1,0 +1,46 @@
+"""The agent's own API requires the token when one is configured (logs and tunnels into
+containers are for the server's relay only); /healthz stays open."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from agent.agent_api import AgentAPI
+from agent.runtime import Runtime
+
+
+class _NoContainers:
+    async def inspect_container(self, name: str) -> None:
+        return None
+
+
+async def _client(token: str | None) -> TestClient[Any, Any]:
+    api = AgentAPI(cast(Runtime, _NoContainers()), "node-1", token=token)
+    client: TestClient[Any, Any] = TestClient(TestServer(api.app))
+    await client.start_server()
+    return client
+
+
+async def test_token_required_on_the_api_but_not_on_healthz() -> None:
+    client = await _client("t0ken")
+    try:
+        assert (await client.get("/healthz")).status == 200
+        for headers in ({}, {"Authorization": "Bearer nope"}):
+            resp = await client.get("/api/v1/logs/p/web", headers=headers)
+            assert resp.status == 401
+            assert resp.content_type == "application/problem+json"
+        # With the token the request reaches the handler: no such container here.
+        resp = await client.get("/api/v1/logs/p/web", headers={"Authorization": "Bearer t0ken"})
+        assert resp.status == 404
+    finally:
+        await client.close()
+
+
+async def test_no_token_means_open() -> None:
+    client = await _client(None)
+    try:
+        assert (await client.get("/api/v1/logs/p/web")).status == 404
+    finally:
+        await client.close()
