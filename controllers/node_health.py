@@ -38,6 +38,7 @@ from caravanserai.informer import (
     RunnableController,
     SharedInformer,
 )
+from controllers.condition_clock import requeue_after
 from controllers.settings import load_settings
 
 __all__ = [
@@ -182,9 +183,7 @@ class NodeHealth:
                     new=str(decision.status.state),
                     last_heartbeat=str(node.status.last_heartbeat),
                 )
-        if decision.requeue_after is not None:
-            return Result(requeue_after=decision.requeue_after)
-        return None
+        return requeue_after(decision.requeue_after)
 
 
 def controller(ctx: ControllerContext) -> RunnableController:

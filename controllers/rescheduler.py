@@ -23,24 +23,19 @@ never overwrites a newer state (REFERENCE §10.13).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
-from caravanserai.api.base import Condition, ConditionStatus, get_condition, remove_condition
+from caravanserai.api.base import get_condition
 from caravanserai.api.node import Node
-from caravanserai.api.problems import Conflict, NotFound
 from caravanserai.api.project import CONDITION_NOT_READY_AT, Project, ProjectPhase
-from caravanserai.client.http import CaravanseraiClient
 from caravanserai.informer import (
-    Clock,
     Controller,
     ControllerContext,
-    Result,
     RunnableController,
-    SharedInformer,
     index_by_node_ref,
 )
+from controllers.condition_clock import ProjectClockReconciler, start_clock, stop_clock, time_left
 from controllers.node_health import describe_absence, node_available
 from controllers.settings import format_duration, load_settings
 
@@ -87,111 +82,76 @@ def plan(project: Project, node: Node | None, now: datetime, grace: float) -> Pl
         return Plan(Action.CLEAR if mark is not None else Action.NOTHING)
     if phase is ProjectPhase.SCHEDULED:
         return Plan(Action.RESET)
-    if mark is None or mark.last_transition_time is None:
+    left = time_left(mark, grace, now)
+    if left is None:
         return Plan(Action.MARK, requeue_after=grace)
-    left = (mark.last_transition_time + timedelta(seconds=grace) - now).total_seconds()
-    if left > 0:
-        return Plan(Action.NOTHING, requeue_after=left)
-    return Plan(Action.RESET)
+    return Plan(Action.NOTHING, requeue_after=left) if left > 0 else Plan(Action.RESET)
 
 
-class Rescheduler:
-    """The reconciler: apply :func:`plan` to one project."""
+class Rescheduler(ProjectClockReconciler[Plan]):
+    """The reconciler: apply :func:`plan` to one project (``seconds``: the grace period)."""
 
-    def __init__(
+    def plan(self, project: Project, node: Node | None, now: datetime) -> Plan:
+        return plan(project, node, now, self.seconds)
+
+    async def apply(
         self,
-        client: CaravanseraiClient,
-        projects: SharedInformer[Project],
-        nodes: SharedInformer[Node],
-        clock: Clock,
-        grace: float,
-        log: Any,
+        decision: Plan,
+        project: Project,
+        node_name: str | None,
+        node: Node | None,
+        now: datetime,
     ) -> None:
-        self.client = client
-        self.projects = projects
-        self.nodes = nodes
-        self.clock = clock
-        self.grace = grace
-        self.log = log
-
-    async def reconcile(self, name: str) -> Result | None:
-        """Move project ``name`` off a node that is gone, or clear its grace clock."""
-        project = self.projects.get(name)
-        if project is None:
-            return None
-        node_name = project.status.node_ref
-        node = self.nodes.get(node_name) if node_name else None
-        now = self.clock.now()
-        decision = plan(project, node, now, self.grace)
-        try:
-            if decision.action is Action.RESET:
-                message = MESSAGE_RESET
-                if node is None:
-                    message = (
-                        f"Node {node_name} no longer exists; "
-                        "project reset to Pending for rescheduling"
-                    )
-                await self.client.projects.patch_status(
-                    name,
-                    ProjectPhase.PENDING,
-                    REASON_NODE_NOT_READY,
-                    message,
-                    resource_version=project.metadata.resource_version,
+        """Move the project off a node that is gone, or start or clear its grace clock."""
+        name = project.metadata.name
+        if decision.action is Action.RESET:
+            message = MESSAGE_RESET
+            if node is None:
+                message = (
+                    f"Node {node_name} no longer exists; project reset to Pending for rescheduling"
                 )
-                self.log.info(
-                    "project.rescheduled",
-                    kind="Project",
-                    name=name,
-                    node=node_name,
-                    phase=str(project.status.phase),
-                    why=describe_absence(node_name, node),
-                )
-            elif decision.action is Action.MARK:
-                status = project.status.model_copy(deep=True)
-                remove_condition(status.conditions, CONDITION_NOT_READY_AT)
-                status.conditions.append(
-                    Condition(
-                        type=CONDITION_NOT_READY_AT,
-                        status=ConditionStatus.TRUE,
-                        reason=REASON_NODE_NOT_READY,
-                        message=(
-                            f"{describe_absence(node_name, node).capitalize()}; the project "
-                            f"moves to another node unless it recovers within "
-                            f"{format_duration(self.grace)}"
-                        ),
-                        last_transition_time=now,
-                    )
-                )
-                await self.client.projects.update_status(
-                    project.model_copy(update={"status": status})
-                )
-                self.log.info(
-                    "project.grace_started",
-                    kind="Project",
-                    name=name,
-                    node=node_name,
-                    grace=self.grace,
-                )
-            elif decision.action is Action.CLEAR:
-                status = project.status.model_copy(deep=True)
-                remove_condition(status.conditions, CONDITION_NOT_READY_AT)
-                await self.client.projects.update_status(
-                    project.model_copy(update={"status": status})
-                )
-                self.log.info(
-                    "project.grace_cleared",
-                    kind="Project",
-                    name=name,
-                    node=node_name,
-                    phase=str(project.status.phase),
-                )
-        except Conflict:
-            return Result(requeue=True)  # it changed meanwhile: decide again on fresh data
-        except NotFound:
-            return None
-        if decision.requeue_after is not None:
-            return Result(requeue_after=decision.requeue_after)
-        return None
+            await self.client.projects.patch_status(
+                name,
+                ProjectPhase.PENDING,
+                REASON_NODE_NOT_READY,
+                message,
+                resource_version=project.metadata.resource_version,
+            )
+            self.log.info(
+                "project.rescheduled",
+                kind="Project",
+                name=name,
+                node=node_name,
+                phase=str(project.status.phase),
+                why=describe_absence(node_name, node),
+            )
+        elif decision.action is Action.MARK:
+            await start_clock(
+                self.client,
+                project,
+                CONDITION_NOT_READY_AT,
+                REASON_NODE_NOT_READY,
+                f"{describe_absence(node_name, node).capitalize()}; the project "
+                f"moves to another node unless it recovers within "
+                f"{format_duration(self.seconds)}",
+                now,
+            )
+            self.log.info(
+                "project.grace_started",
+                kind="Project",
+                name=name,
+                node=node_name,
+                grace=self.seconds,
+            )
+        elif decision.action is Action.CLEAR:
+            await stop_clock(self.client, project, CONDITION_NOT_READY_AT)
+            self.log.info(
+                "project.grace_cleared",
+                kind="Project",
+                name=name,
+                node=node_name,
+                phase=str(project.status.phase),
+            )
 
 
 def controller(ctx: ControllerContext) -> RunnableController:

@@ -18,24 +18,19 @@ meanwhile, say) means "look again".
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
-from caravanserai.api.base import Condition, ConditionStatus, get_condition, remove_condition
+from caravanserai.api.base import get_condition
 from caravanserai.api.node import Node
-from caravanserai.api.problems import Conflict, NotFound
 from caravanserai.api.project import CONDITION_TERMINATING_AT, Project, ProjectPhase
-from caravanserai.client.http import CaravanseraiClient
 from caravanserai.informer import (
-    Clock,
     Controller,
     ControllerContext,
-    Result,
     RunnableController,
-    SharedInformer,
     index_by_node_ref,
 )
+from controllers.condition_clock import ProjectClockReconciler, start_clock, stop_clock, time_left
 from controllers.node_health import describe_absence, node_available
 from controllers.settings import format_duration, load_settings
 
@@ -87,99 +82,68 @@ def plan(project: Project, node: Node | None, now: datetime, timeout: float) -> 
         return Plan(Action.NOTHING)
     if node_available(node):
         return Plan(Action.CLEAR if mark is not None else Action.NOTHING)
-    if mark is None or mark.last_transition_time is None:
+    left = time_left(mark, timeout, now)
+    if left is None:
         return Plan(Action.MARK, requeue_after=timeout)
-    left = (mark.last_transition_time + timedelta(seconds=timeout) - now).total_seconds()
-    if left > 0:
-        return Plan(Action.NOTHING, requeue_after=left)
-    return Plan(Action.FORCE)
+    return Plan(Action.NOTHING, requeue_after=left) if left > 0 else Plan(Action.FORCE)
 
 
-class Termination:
-    """The reconciler: apply :func:`plan` to one project."""
+class Termination(ProjectClockReconciler[Plan]):
+    """The reconciler: apply :func:`plan` to one project (``seconds``: the timeout)."""
 
-    def __init__(
+    def plan(self, project: Project, node: Node | None, now: datetime) -> Plan:
+        return plan(project, node, now, self.seconds)
+
+    async def apply(
         self,
-        client: CaravanseraiClient,
-        projects: SharedInformer[Project],
-        nodes: SharedInformer[Node],
-        clock: Clock,
-        timeout: float,
-        log: Any,
+        decision: Plan,
+        project: Project,
+        node_name: str | None,
+        node: Node | None,
+        now: datetime,
     ) -> None:
-        self.client = client
-        self.projects = projects
-        self.nodes = nodes
-        self.clock = clock
-        self.timeout = timeout
-        self.log = log
-
-    async def reconcile(self, name: str) -> Result | None:
-        """Remove, force or keep waiting for project ``name``."""
-        project = self.projects.get(name)
-        if project is None:
-            return None
-        node_name = project.status.node_ref
-        node = self.nodes.get(node_name) if node_name else None
-        now = self.clock.now()
-        decision = plan(project, node, now, self.timeout)
-        try:
-            if decision.action is Action.REMOVE:
-                # The same request as `caractrl delete`: a Terminated project holds no node,
-                # so the server removes it at once.
-                await self.client.projects.delete(name)
-                self.log.info("project.removed", kind="Project", name=name, node=node_name)
-            elif decision.action is Action.FORCE:
-                await self.client.projects.patch_status(
-                    name,
-                    ProjectPhase.TERMINATED,
-                    REASON_TERMINATION_TIMEOUT,
-                    MESSAGE_TERMINATION_TIMEOUT,
-                    resource_version=project.metadata.resource_version,
-                )
-                self.log.warning(
-                    "project.force_terminated",
-                    kind="Project",
-                    name=name,
-                    node=node_name,
-                    timeout=self.timeout,
-                    why=describe_absence(node_name, node),
-                )
-            elif decision.action in (Action.MARK, Action.CLEAR):
-                status = project.status.model_copy(deep=True)
-                remove_condition(status.conditions, CONDITION_TERMINATING_AT)
-                if decision.action is Action.MARK:
-                    status.conditions.append(
-                        Condition(
-                            type=CONDITION_TERMINATING_AT,
-                            status=ConditionStatus.TRUE,
-                            reason=REASON_NODE_NOT_READY,
-                            message=(
-                                f"{describe_absence(node_name, node).capitalize()}; the "
-                                "project is force-terminated unless it recovers within "
-                                f"{format_duration(self.timeout)}"
-                            ),
-                            last_transition_time=now,
-                        )
-                    )
-                await self.client.projects.update_status(
-                    project.model_copy(update={"status": status})
-                )
-                self.log.info(
-                    "project.termination_timer_started"
-                    if decision.action is Action.MARK
-                    else "project.termination_timer_cleared",
-                    kind="Project",
-                    name=name,
-                    node=node_name,
-                )
-        except Conflict:
-            return Result(requeue=True)  # it changed meanwhile: decide again on fresh data
-        except NotFound:
-            return None
-        if decision.requeue_after is not None:
-            return Result(requeue_after=decision.requeue_after)
-        return None
+        """Remove, force or keep waiting for the project."""
+        name = project.metadata.name
+        if decision.action is Action.REMOVE:
+            # The same request as `caractrl delete`: a Terminated project holds no node,
+            # so the server removes it at once.
+            await self.client.projects.delete(name)
+            self.log.info("project.removed", kind="Project", name=name, node=node_name)
+        elif decision.action is Action.FORCE:
+            await self.client.projects.patch_status(
+                name,
+                ProjectPhase.TERMINATED,
+                REASON_TERMINATION_TIMEOUT,
+                MESSAGE_TERMINATION_TIMEOUT,
+                resource_version=project.metadata.resource_version,
+            )
+            self.log.warning(
+                "project.force_terminated",
+                kind="Project",
+                name=name,
+                node=node_name,
+                timeout=self.seconds,
+                why=describe_absence(node_name, node),
+            )
+        elif decision.action is Action.MARK:
+            await start_clock(
+                self.client,
+                project,
+                CONDITION_TERMINATING_AT,
+                REASON_NODE_NOT_READY,
+                f"{describe_absence(node_name, node).capitalize()}; the "
+                "project is force-terminated unless it recovers within "
+                f"{format_duration(self.seconds)}",
+                now,
+            )
+            self.log.info(
+                "project.termination_timer_started", kind="Project", name=name, node=node_name
+            )
+        elif decision.action is Action.CLEAR:
+            await stop_clock(self.client, project, CONDITION_TERMINATING_AT)
+            self.log.info(
+                "project.termination_timer_cleared", kind="Project", name=name, node=node_name
+            )
 
 
 def controller(ctx: ControllerContext) -> RunnableController:

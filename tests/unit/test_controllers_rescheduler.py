@@ -10,13 +10,14 @@ import pytest
 from test_controllers_support import (  # type: ignore[import-not-found]
     FakeClient,
     NullLog,
+    clock_condition,
     informer_of,
     node,
     project,
     ready_condition,
 )
 
-from caravanserai.api.base import Condition, ConditionStatus, get_condition
+from caravanserai.api.base import Condition, get_condition
 from caravanserai.api.node import Node, NodeState
 from caravanserai.api.problems import Conflict
 from caravanserai.api.project import CONDITION_NOT_READY_AT, Project, ProjectPhase
@@ -28,13 +29,7 @@ P = ProjectPhase
 
 
 def not_ready_at(when: datetime) -> Condition:
-    return Condition(
-        type=CONDITION_NOT_READY_AT,
-        status=ConditionStatus.TRUE,
-        reason="NodeNotReady",
-        message="m",
-        last_transition_time=when,
-    )
+    return clock_condition(CONDITION_NOT_READY_AT, when)
 
 
 @pytest.fixture

@@ -54,6 +54,17 @@ def ready_condition(ok: bool, reason: str, when: datetime = EPOCH) -> Condition:
     )
 
 
+def clock_condition(condition_type: str, when: datetime) -> Condition:
+    """A condition clock (NotReadyAt, TerminatingAt) started at ``when``."""
+    return Condition(
+        type=condition_type,
+        status=ConditionStatus.TRUE,
+        reason="NodeNotReady",
+        message="m",
+        last_transition_time=when,
+    )
+
+
 def node(
     name: str,
     state: NodeState = NodeState.READY,

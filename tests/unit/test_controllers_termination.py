@@ -9,12 +9,13 @@ import pytest
 from test_controllers_support import (  # type: ignore[import-not-found]
     FakeClient,
     NullLog,
+    clock_condition,
     informer_of,
     node,
     project,
 )
 
-from caravanserai.api.base import Condition, ConditionStatus, get_condition
+from caravanserai.api.base import Condition, get_condition
 from caravanserai.api.node import Node, NodeState
 from caravanserai.api.problems import NotFound
 from caravanserai.api.project import CONDITION_TERMINATING_AT, Project, ProjectPhase
@@ -32,13 +33,7 @@ P = ProjectPhase
 
 
 def terminating_at(when: datetime) -> Condition:
-    return Condition(
-        type=CONDITION_TERMINATING_AT,
-        status=ConditionStatus.TRUE,
-        reason="NodeNotReady",
-        message="m",
-        last_transition_time=when,
-    )
+    return clock_condition(CONDITION_TERMINATING_AT, when)
 
 
 @pytest.fixture
