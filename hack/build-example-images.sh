@@ -35,87 +35,21 @@ for arg in "$@"; do
   esac
 done
 
-say() { echo "build-example-images: $*" >&2; }
-die() { say "ERROR: $*"; exit 1; }
+images_prog=build-example-images
+# shellcheck source-path=SCRIPTDIR source=lib/images.sh
+. "$here/lib/images.sh"
 
 command -v docker >/dev/null || die "no docker client on PATH"
-if ! timeout 10 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then
-  die "no Docker engine answers at DOCKER_HOST=${DOCKER_HOST:-<unset>}; start one with: eval \"\$(hack/docker-up.sh)\""
-fi
+require_docker_engine
+ensure_static_busybox
+new_stage cara-example-images
 
-# It must be static: a FROM-scratch image has no libc to link against. Debian's
-# dynamic `busybox` package installs the same path, hence the check.
-busybox=${BUSYBOX:-/bin/busybox}
-is_static() { [[ -x $1 ]] && ! ldd "$1" >/dev/null 2>&1; }
-if ! is_static "$busybox"; then
-  [[ -z ${BUSYBOX:-} ]] || die "BUSYBOX=$BUSYBOX is not a static executable"
-  [[ $(id -u) == 0 ]] || die "need busybox-static installed (apt-get install busybox-static) and this is not root"
-  say "installing busybox-static (apt)"
-  {
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q --no-install-recommends busybox-static ||
-      { apt-get update -q && apt-get install -y -q --no-install-recommends busybox-static; }
-  } >&2 || die "apt-get install busybox-static failed"
-  is_static "$busybox" || die "$busybox is still not a static executable"
-fi
-
-stage=$(mktemp -d "${TMPDIR:-/tmp}/cara-example-images.XXXXXX")
-trap 'rm -rf "$stage"' EXIT
-
-# One rootfs for all images, with fixed modes and mtimes: the COPY layer is then
-# byte-identical between images and rebuilds (and with hack/build-images.sh's),
-# so it is stored once.
-stage_rootfs() {
-  local root=$stage/rootfs applet
-  mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,usr/local/bin,etc,tmp,root}
-  install -m 0755 "$busybox" "$root/bin/busybox"
-  while read -r applet; do
-    [[ $applet == bin/busybox || -e $root/$applet ]] && continue
-    ln -s /bin/busybox "$root/$applet"
-  done < <("$busybox" --list-full)
-  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$root/etc/passwd"
-  printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
-  chmod 1777 "$root/tmp"
-  find "$root" -exec touch -h -d @0 {} +
-}
-
-# Relative paths and modes: every clone of the repository computes the same hash.
-inputs_hash() {
-  local img=$1
-  {
-    echo "staging $staging_version"
-    sha256sum <"$busybox"
-    (cd "$images_dir/$img" && find . -type f -printf '%p %m\n' | sort &&
-      find . -type f -print0 | sort -z | xargs -0 sha256sum)
-  } | sha256sum | cut -c1-16
-}
-
-staged=0
-build() {
-  local img=$1 tag="cara-example/$1:latest" hash have
-  hash=$(inputs_hash "$img")
-  have=$(docker image inspect -f "{{index .Config.Labels \"$label\"}}" "$tag" 2>/dev/null || true)
-  if ((!force)) && [[ $have == "$hash" ]]; then
-    say "$tag is up to date ($hash)"
-    return
-  fi
-  if ((!staged)); then stage_rootfs; staged=1; fi
-  local ctx=$stage/ctx-$img
-  mkdir -p "$ctx"
-  cp -a "$stage/rootfs" "$ctx/rootfs"
-  cp -a "$images_dir/$img/." "$ctx/"
-  find "$ctx" -exec touch -h -d @0 {} +
-  say "building $tag ($hash)"
-  # The classic builder needs no buildx plugin and no BuildKit image; with
-  # FROM scratch there is nothing for it to pull.
-  # Its output (and the legacy builder's deprecation notice) only matters on failure.
-  local out
-  out=$(DOCKER_BUILDKIT=0 docker build --quiet --label "$label=$hash" -t "$tag" "$ctx" 2>&1) ||
-    { echo "$out" >&2; die "docker build of $tag failed"; }
-}
-
+# One rootfs for all images (hack/lib/images.sh's stage_rootfs), plus
+# /usr/local/bin; its inputs hash covers the files' modes too.
+rootfs_extra_dirs=(usr/local/bin)
 start=$SECONDS
 for img in "${images[@]}"; do
-  build "$img"
+  hash=$(dir_inputs_hash "$img" --modes)
+  build_image "$img" "cara-example/$img:latest" "$hash" --quiet
 done
 say "images ready in $((SECONDS - start))s"

@@ -42,92 +42,18 @@ for arg in "$@"; do
   esac
 done
 
-say() { echo "build-images: $*" >&2; }
-die() { say "ERROR: $*"; exit 1; }
+images_prog=build-images
+# shellcheck source-path=SCRIPTDIR source=lib/images.sh
+. "$here/lib/images.sh"
 
-if ! timeout 10 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then
-  die "no Docker engine answers at DOCKER_HOST=${DOCKER_HOST:-<unset>}; start one with: eval \"\$(hack/docker-up.sh)\""
-fi
-
-# --- the busybox binary -------------------------------------------------------
-
-# It must be static: a FROM-scratch image has no libc to link against.
-# Debian's dynamic `busybox` package installs the same path, hence the check.
-busybox=${BUSYBOX:-/bin/busybox}
-is_static() { [[ -x $1 ]] && ! ldd "$1" >/dev/null 2>&1; }
-if ! is_static "$busybox"; then
-  [[ -z ${BUSYBOX:-} ]] || die "BUSYBOX=$BUSYBOX is not a static executable"
-  [[ $(id -u) == 0 ]] || die "need busybox-static installed (apt-get install busybox-static) and this is not root"
-  say "installing busybox-static (apt)"
-  {
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q --no-install-recommends busybox-static ||
-      { apt-get update -q && apt-get install -y -q --no-install-recommends busybox-static; }
-  } >&2 || die "apt-get install busybox-static failed"
-  is_static "$busybox" || die "$busybox is still not a static executable"
-fi
-
-# --- staging ------------------------------------------------------------------
-
-stage=$(mktemp -d "${TMPDIR:-/tmp}/cara-images.XXXXXX")
-trap 'rm -rf "$stage"' EXIT
-
-# One rootfs for all images. Fixed modes and mtimes make the COPY layer
-# byte-identical between images and rebuilds, so it is stored once.
-stage_rootfs() {
-  local root=$stage/rootfs applet
-  mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,tmp,root}
-  install -m 0755 "$busybox" "$root/bin/busybox"
-  # `--list-full` gives each applet's usual path (bin/sh, usr/bin/wget, ...), so
-  # both PATH lookups and absolute paths like /usr/bin/env work.
-  while read -r applet; do
-    [[ $applet == bin/busybox || -e $root/$applet ]] && continue
-    ln -s /bin/busybox "$root/$applet"
-  done < <("$busybox" --list-full)
-  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$root/etc/passwd"
-  printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
-  chmod 1777 "$root/tmp"
-  find "$root" -exec touch -h -d @0 {} +
-}
-
-# The hash covers what ends up in the image; paths are relative so that every
-# clone of the repository computes the same value.
-inputs_hash() {
-  local img=$1
-  {
-    echo "staging $staging_version"
-    sha256sum <"$busybox"
-    (cd "$images_dir/$img" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
-  } | sha256sum | cut -c1-16
-}
-
-# --- build --------------------------------------------------------------------
-
-staged=0
-build() {
-  local img=$1 tag="cara-test/$1:latest" hash have
-  hash=$(inputs_hash "$img")
-  have=$(docker image inspect -f "{{index .Config.Labels \"$label\"}}" "$tag" 2>/dev/null || true)
-  if ((!force)) && [[ $have == "$hash" ]]; then
-    say "$tag is up to date ($hash)"
-    return
-  fi
-  if ((!staged)); then stage_rootfs; staged=1; fi
-  local ctx=$stage/ctx-$img
-  mkdir -p "$ctx"
-  cp -a "$stage/rootfs" "$ctx/rootfs"
-  cp -a "$images_dir/$img/." "$ctx/"
-  find "$ctx" -exec touch -h -d @0 {} +
-  say "building $tag ($hash)"
-  # The classic builder: it needs no buildx plugin and no BuildKit image, and
-  # with a FROM scratch there is nothing for it to pull.
-  DOCKER_BUILDKIT=0 docker build --quiet --label "$label=$hash" -t "$tag" "$ctx" >&2 ||
-    die "docker build of $tag failed"
-}
+require_docker_engine
+ensure_static_busybox
+new_stage cara-images
 
 start=$SECONDS
 for img in busybox web; do
-  build "$img"
+  hash=$(dir_inputs_hash "$img")
+  build_image "$img" "cara-test/$img:latest" "$hash"
 done
 "$here/build-postgres-image.sh" "$@" || die "cara-test/postgres: hack/build-postgres-image.sh failed"
 say "images ready in $((SECONDS - start))s"

@@ -64,19 +64,18 @@ for arg in "$@"; do
   esac
 done
 
-say() { echo "build-postgres-image: $*" >&2; }
-die() { say "ERROR: $*"; exit 1; }
+images_prog=build-postgres-image
+# shellcheck source-path=SCRIPTDIR source=lib/images.sh
+. "$here/lib/images.sh"
 
 start=$SECONDS
-if ! timeout 10 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then
-  die "no Docker engine answers at DOCKER_HOST=${DOCKER_HOST:-<unset>}; start one with: eval \"\$(hack/docker-up.sh)\""
-fi
+require_docker_engine
 
 # --- inputs -------------------------------------------------------------------
 
-# Same rule as build-images.sh, which installs busybox-static when it is missing.
-busybox=${BUSYBOX:-/bin/busybox}
-if [[ ! -x $busybox ]] || ldd "$busybox" >/dev/null 2>&1; then
+# hack/lib/images.sh's $busybox and rule; build-images.sh installs busybox-static
+# when it is missing, this script does not.
+if ! is_static "$busybox"; then
   die "$busybox is not a static busybox (apt-get install busybox-static, or run hack/build-images.sh)"
 fi
 
@@ -179,24 +178,9 @@ fi
 
 # --- staging -------------------------------------------------------------------
 
-stage=$(mktemp -d "${TMPDIR:-/tmp}/cara-pg-image.XXXXXX")
-trap 'rm -rf "$stage"' EXIT
-
-# Exactly build-images.sh's stage_rootfs, so this first layer is byte-identical
-# to the other cara-test images' and stored once.
-stage_rootfs() {
-  local root=$1 applet
-  mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,tmp,root}
-  install -m 0755 "$busybox" "$root/bin/busybox"
-  while read -r applet; do
-    [[ $applet == bin/busybox || -e $root/$applet ]] && continue
-    ln -s /bin/busybox "$root/$applet"
-  done < <("$busybox" --list-full)
-  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$root/etc/passwd"
-  printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
-  chmod 1777 "$root/tmp"
-  find "$root" -exec touch -h -d @0 {} +
-}
+new_stage cara-pg-image
+# The rootfs is hack/lib/images.sh's stage_rootfs, as in build-images.sh, so
+# this first layer is byte-identical to the other cara-test images' and stored once.
 
 # $1: destination in the image of a file under site-packages, or of a host path.
 image_path() {

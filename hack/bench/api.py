@@ -38,36 +38,22 @@ import multiprocessing as mp
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import psycopg
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-CARA_SERVER = str(Path(sys.executable).with_name("cara-server"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import CARA_SERVER, ms, pct, postgres, scratch_database, terminate
+
 N_TARGETS = 50
 SERVER_ENV: dict[str, str] = {}  # --server-env KEY=VALUE
 SEQ_RE = re.compile(rb'"(?:bench/seq|seq)":\s*"(\d+)"')
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-def ms(value: float) -> str:
-    return f"{value * 1000:7.2f} ms"
 
 
 def project(name: str, seq: int | None = None) -> dict[str, Any]:
@@ -89,38 +75,6 @@ def node(name: str) -> dict[str, Any]:
 
 
 # -- PostgreSQL and the server ------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def postgres(dsn: str | None) -> Iterator[str]:
-    """A superuser DSN: the given one, or an embedded server for the run."""
-    if dsn:
-        yield dsn
-        return
-    from caravanserai.store.embedded import TEST_SETTINGS, start_embedded
-
-    base = tempfile.mkdtemp(prefix="cara-bench-pg-")
-    os.chmod(base, 0o711)
-    try:
-        url, stop = start_embedded(os.path.join(base, "data"), settings=TEST_SETTINGS)
-        try:
-            yield url
-        finally:
-            stop()
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def scratch_database(admin: str) -> Iterator[str]:
-    name = f"cara_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
-    try:
-        yield psycopg.conninfo.make_conninfo(admin, dbname=name)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
 
 
 @contextlib.contextmanager
@@ -158,12 +112,7 @@ def server(
             time.sleep(0.1)
         raise SystemExit("cara-server did not start")
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        terminate(proc)
 
 
 def cpu_seconds(pid: int) -> float:

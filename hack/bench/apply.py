@@ -33,8 +33,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,14 +44,12 @@ from pathlib import Path
 from typing import Any
 
 import aiodocker
-import psycopg
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import BIN, free_port, postgres, scratch_database, terminate
 
-from caravanserai.api import NodeState, ProjectPhase  # noqa: E402
-from caravanserai.client import CaravanseraiClient, ListOptions  # noqa: E402
+from caravanserai.api import NodeState, ProjectPhase
+from caravanserai.client import CaravanseraiClient, ListOptions
 
 WEB = "cara-test/web:latest"
 BUSYBOX = "cara-test/busybox:latest"
@@ -69,43 +65,6 @@ def services() -> list[dict[str, Any]]:
     ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def postgres(dsn: str | None) -> Iterator[str]:
-    if dsn:
-        yield dsn
-        return
-    from caravanserai.store.embedded import TEST_SETTINGS, start_embedded
-
-    base = tempfile.mkdtemp(prefix="cara-bench-pg-")
-    os.chmod(base, 0o711)
-    try:
-        url, stop = start_embedded(os.path.join(base, "data"), settings=TEST_SETTINGS)
-        try:
-            yield url
-        finally:
-            stop()
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def scratch_database(admin: str) -> Iterator[str]:
-    name = f"cara_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
-    try:
-        yield psycopg.conninfo.make_conninfo(admin, dbname=name)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
-
-
 @contextlib.contextmanager
 def program(args: list[str], env: dict[str, str], log_path: Path) -> Iterator[None]:
     with open(log_path, "ab") as log:
@@ -114,13 +73,7 @@ def program(args: list[str], env: dict[str, str], log_path: Path) -> Iterator[No
     try:
         yield
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc, timeout=15)
 
 
 async def wait_for(probe: Any, what: str, within: float = 60.0) -> Any:

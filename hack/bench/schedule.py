@@ -32,66 +32,27 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import CARA_SERVER, free_port, postgres, scratch_database, terminate
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-CARA_SERVER = str(Path(sys.executable).with_name("cara-server"))
-
-from caravanserai.api.base import utcnow  # noqa: E402
-from caravanserai.api.node import Heartbeat, Node, NodeState, NodeStatus  # noqa: E402
-from caravanserai.api.project import Project, ProjectPhase  # noqa: E402
-from caravanserai.api.watch import EventType  # noqa: E402
-from caravanserai.client.http import CaravanseraiClient  # noqa: E402
-from caravanserai.server import lifecycle  # noqa: E402
-from caravanserai.server.routes_resources import new_object  # noqa: E402
-from caravanserai.store.postgres import PostgresStore  # noqa: E402
-
-
-@contextlib.contextmanager
-def postgres(dsn: str | None) -> Iterator[str]:
-    """The given server, or the test suite's embedded PostgreSQL in a temporary directory."""
-    if dsn:
-        yield dsn
-        return
-    from caravanserai.store.embedded import TEST_SETTINGS, start_embedded
-
-    base = tempfile.mkdtemp(prefix="cara-bench-pg-")
-    os.chmod(base, 0o711)
-    try:
-        url, stop = start_embedded(os.path.join(base, "data"), settings=TEST_SETTINGS)
-        try:
-            yield url
-        finally:
-            stop()
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def scratch_database(admin: str) -> Iterator[str]:
-    name = f"cara_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
-    try:
-        yield psycopg.conninfo.make_conninfo(admin, dbname=name)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+from caravanserai.api.base import utcnow
+from caravanserai.api.node import Heartbeat, Node, NodeState, NodeStatus
+from caravanserai.api.project import Project, ProjectPhase
+from caravanserai.api.watch import EventType
+from caravanserai.client.http import CaravanseraiClient
+from caravanserai.server import lifecycle
+from caravanserai.server.routes_resources import new_object
+from caravanserai.store.postgres import PostgresStore
 
 
 def a_project(name: str) -> Project:
@@ -175,12 +136,6 @@ async def store_floor(dsn: str, writes: int, concurrency: int = 16) -> float:
         await store.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def server(dsn: str, log_path: Path, workers: int | None) -> Iterator[tuple[str, float]]:
     """Run cara-server with only the scheduler; yields (base URL, wall time it started)."""
@@ -202,11 +157,7 @@ def server(dsn: str, log_path: Path, workers: int | None) -> Iterator[tuple[str,
     try:
         yield f"http://127.0.0.1:{port}", started
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        terminate(proc)
 
 
 def leading_at(log_path: Path) -> float | None:

@@ -25,21 +25,20 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import pct, postgres, scratch_database
 
-from caravanserai.store.postgres import PostgresStore  # noqa: E402
-from caravanserai.store.types import Obj  # noqa: E402
+from caravanserai.store.postgres import PostgresStore
+from caravanserai.store.types import Obj
 
 
 def project(name: str) -> Obj:
@@ -49,17 +48,6 @@ def project(name: str) -> Obj:
         "metadata": {"name": name, "labels": {"bench": "yes"}},
         "spec": {"services": [{"name": "web", "image": "busybox", "command": ["httpd", "-f"]}]},
     }
-
-
-def with_dbname(dsn: str, dbname: str) -> str:
-    return psycopg.conninfo.make_conninfo(dsn, dbname=dbname)
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 # -- throughput -------------------------------------------------------------------------------
@@ -189,33 +177,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each run")
     args = parser.parse_args()
 
-    stop_server: Callable[[], None] = lambda: None  # noqa: E731
-    base = None
-    admin = args.dsn
-    if admin is None:
-        from caravanserai.store.embedded import TEST_SETTINGS, start_embedded
-
-        base = tempfile.mkdtemp(prefix="cara-bench-pg-")
-        os.chmod(base, 0o711)
-        admin, stop_server = start_embedded(os.path.join(base, "data"), settings=TEST_SETTINGS)
-    dbname = f"cara_bench_{uuid.uuid4().hex[:8]}"
-    try:
+    with postgres(args.dsn) as admin, scratch_database(admin) as dsn:
         with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{dbname}"'.encode())
             version = conn.execute(b"SHOW server_version").fetchone()
-        dsn = with_dbname(admin, dbname)
         print(f"PostgreSQL {version[0] if version else '?'}, {os.cpu_count()} CPUs, "
               f"{args.seconds:g} s per run, load average {os.getloadavg()[0]:.2f}")
         asyncio.run(throughput(dsn, args.seconds))
         print()
         asyncio.run(latency(dsn, "idle", 1, args.seconds, pause=0.005))
         asyncio.run(latency(dsn, "32 writers", 32, args.seconds, pause=0.0))
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'.encode())
-        stop_server()
-        if base:
-            shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":
