@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import hmac
 import json
-from collections.abc import AsyncIterator
 
 import aiohttp
 import structlog
@@ -26,6 +25,7 @@ from aiohttp.typedefs import Handler
 
 from agent import naming
 from agent.runtime import ContainerInfo, EngineUnavailable, Runtime
+from caravanserai.streaming import while_client_connected
 
 log = structlog.get_logger("agent.api")
 
@@ -128,7 +128,7 @@ class AgentAPI:
         try:
             if first is not None:
                 await response.write(first)
-                async for chunk in while_connected(stream, request):
+                async for chunk in while_client_connected(stream, request):
                     await response.write(chunk)
         except (ConnectionResetError, aiohttp.ClientError, EngineUnavailable) as exc:
             log.info("log stream ended", project=project, service=service, error=str(exc))
@@ -182,46 +182,6 @@ class AgentAPI:
             await ws.close()
             log.info("port-forward closed", project=project, service=service, port=port)
         return ws
-
-
-async def while_connected(
-    source: AsyncIterator[bytes], request: web.Request, poll: float = 2.0
-) -> AsyncIterator[bytes]:
-    """``source``'s chunks until it ends or the client goes away.
-
-    A follow stream of a quiet container would otherwise wait for the next line forever
-    after its reader left: the read happens in a task, the connection is checked meanwhile.
-    """
-    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=16)
-
-    async def read() -> None:
-        try:
-            async for chunk in source:
-                await queue.put(chunk)
-            await queue.put(None)
-        except Exception as exc:
-            await queue.put(exc)
-
-    reader = asyncio.create_task(read())
-    try:
-        while True:
-            try:
-                async with asyncio.timeout(poll):
-                    item = await queue.get()
-            except TimeoutError:
-                transport = request.transport
-                if transport is None or transport.is_closing():
-                    return
-                continue
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await reader
 
 
 async def pump(

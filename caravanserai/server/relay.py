@@ -39,6 +39,7 @@ from caravanserai.api.project import Project
 from caravanserai.logging import get_logger
 from caravanserai.server.routing import Param, Reply, RouteSpec, Schema
 from caravanserai.server.state import CONFIG, STORE
+from caravanserai.streaming import while_client_connected
 
 log = get_logger("caravanserai.server.relay")
 
@@ -169,7 +170,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
         # Written by aiohttp after the handler returned, so a follow stream is not cut by
         # the per-request timeout of the API routes.
         try:
-            async for chunk in _while_connected(resp.content.iter_any(), request):
+            async for chunk in while_client_connected(resp.content.iter_any(), request):
                 yield chunk
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.info("relay.logs_ended", project=target.project, service=target.service,
@@ -186,43 +187,6 @@ async def logs(request: web.Request) -> web.StreamResponse:
             "Cache-Control": "no-cache",
         },
     )
-
-
-async def _while_connected(
-    source: AsyncIterator[bytes], request: web.Request, poll: float = 2.0
-) -> AsyncIterator[bytes]:
-    """``source``'s chunks until it ends or the client goes away (a quiet follow stream
-    would otherwise hold the agent connection open after its reader left)."""
-    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=16)
-
-    async def read() -> None:
-        try:
-            async for chunk in source:
-                await queue.put(chunk)
-            await queue.put(None)
-        except Exception as exc:
-            await queue.put(exc)
-
-    reader = asyncio.create_task(read())
-    try:
-        while True:
-            try:
-                async with asyncio.timeout(poll):
-                    item = await queue.get()
-            except TimeoutError:
-                transport = request.transport
-                if transport is None or transport.is_closing():
-                    return
-                continue
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await reader
 
 
 async def portforward(request: web.Request) -> web.StreamResponse:
