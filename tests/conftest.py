@@ -22,6 +22,11 @@ Fixtures (names are a contract with the other test suites):
 schema applied, dropped afterwards), ``store`` (an open ``PostgresStore`` on it), and
 ``skip_or_fail`` (the CI-aware skip helper, as a callable), ``pg_backend`` (session:
 ``"url"``, ``"container"`` or ``"embedded"``).
+
+Stores opened by these fixtures run with the watch hub's fallback poll effectively off
+(``NOTIFY_ONLY_POLL``): the poll exists for a notification lost in production, and left
+on it hides a dead LISTEN/NOTIFY path from every watch test (an audit replaced each
+``pg_notify`` with NULL and the whole suite still passed).
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ PG_MODES = ("auto", "container", "embedded")
 # "<hostname>:<pid>" of the pytest process that started a container, for the sweep.
 OWNER_LABEL = "io.caravanserai.test.pg-owner"
 _backend: list[str] = []  # what pg_admin_url used, for the pg_backend fixture
+# The watch hub's fallback poll interval in tests: longer than any test, so a watch only
+# sees a write if its NOTIFY (or a reconnect's catch-up) delivered it.
+NOTIFY_ONLY_POLL = 3600.0
 
 
 def in_ci() -> bool:
@@ -196,6 +204,12 @@ def pg_admin_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def notify_only_poll() -> float:
+    """The hub poll interval the store fixtures use (see ``NOTIFY_ONLY_POLL``)."""
+    return NOTIFY_ONLY_POLL
+
+
+@pytest.fixture(scope="session")
 def pg_backend(pg_admin_url: str) -> str:
     """Where this session's PostgreSQL came from: "url", "container" or "embedded"."""
     return _backend[0]
@@ -239,7 +253,9 @@ async def store(database_url: str) -> AsyncIterator[PostgresStore]:
     """An open PostgresStore on this test's database, closed afterwards."""
     from caravanserai.store.postgres import PostgresStore
 
-    s = await PostgresStore.open(database_url, pool_min=1, pool_max=10)
+    s = await PostgresStore.open(
+        database_url, pool_min=1, pool_max=10, poll_interval=NOTIFY_ONLY_POLL
+    )
     try:
         yield s
     finally:

@@ -12,7 +12,7 @@ from caravanserai.store.postgres import PostgresStore
 
 @pytest.fixture
 async def store_factory(
-    database_url: str,
+    database_url: str, notify_only_poll: float
 ) -> AsyncIterator[Callable[..., Awaitable[PostgresStore]]]:
     """Open more PostgresStores on this test's database (other "processes"); all closed after."""
     opened: list[PostgresStore] = []
@@ -20,6 +20,7 @@ async def store_factory(
     async def factory(**kwargs: Any) -> PostgresStore:
         kwargs.setdefault("pool_min", 1)
         kwargs.setdefault("pool_max", 10)
+        kwargs.setdefault("poll_interval", notify_only_poll)
         s = await PostgresStore.open(database_url, **kwargs)
         opened.append(s)
         return s

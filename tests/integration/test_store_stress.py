@@ -2,13 +2,24 @@
 
 Every committed write must reach every watcher exactly once, in strictly increasing
 revision order, and replaying a watcher's events must give what a fresh list shows —
-also while the LISTEN connections are being killed mid-run.
+also while the LISTEN connections are being killed mid-run, and with a ring so small
+that watchers keep falling off it and read the log instead.
+
+Both stores run with the hub's fallback poll off (``notify_only_poll``), so a write
+reaches a watcher only through its NOTIFY or a reconnect's catch-up. Mutations these
+tests were checked against (each makes the named cases fail; the docstrings say which):
+
+- every ``pg_notify(...)`` in ``store/postgres.py`` replaced with ``NULL``;
+- the hub's log fallback broken: ``WatchHub._from_log`` returning no events, or dropping
+  the first event of each page it reads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -38,9 +49,26 @@ class Boom(Conflict):
     """Raised by a mutator after the row is locked: the transaction must leave no trace."""
 
 
-async def writer(store: PostgresStore, seed: int, committed: list[int]) -> None:
+@dataclass
+class Progress:
+    """Operations attempted by all writers, and a hook run when a milestone is crossed."""
+
+    milestones: list[int] = field(default_factory=list)
+    on_milestone: Callable[[], Awaitable[None]] | None = None
+    ops: int = 0
+
+    async def step(self) -> None:
+        self.ops += 1
+        if self.on_milestone is not None and self.ops in self.milestones:
+            await self.on_milestone()
+
+
+async def writer(
+    store: PostgresStore, seed: int, committed: list[int], progress: Progress
+) -> None:
     rng = random.Random(seed)
     for i in range(OPS_PER_WRITER):
+        await progress.step()
         name = rng.choice(NAMES)
         op = rng.random()
         try:
@@ -88,65 +116,133 @@ async def raw_rollback(store: PostgresStore, name: str) -> None:
         await conn.rollback()
 
 
-async def consume(w: Watch, out: list[StoreEvent], done: asyncio.Event, final: list[int]) -> None:
+STALL_AFTER = 20.0  # seconds after the last write for every watcher to be served it
+TOTAL_OPS = WRITERS * OPS_PER_WRITER
+
+
+async def consume(
+    w: Watch, out: list[StoreEvent], done: asyncio.Event, final: list[int], delay: float
+) -> None:
     """Read events until the watcher has been served up to the final revision."""
     while not (done.is_set() and w.revision >= final[0]):
         ev = await w.next(timeout=0.2)
         if ev is not None:
             out.append(ev)
+            if delay:
+                await asyncio.sleep(delay)  # a slow consumer: falls off a small ring
 
 
-async def killer(store: PostgresStore, done: asyncio.Event, kills: list[int]) -> None:
-    """Terminate every hub's LISTEN backend a few times while the writers run."""
-    while not done.is_set() and len(kills) < 3:
-        if await store.current_revision() >= 150 * (len(kills) + 1):
-            kills.append(await kill_listeners(store.dsn))
-        await asyncio.sleep(0.02)
+class ListenerKiller:
+    """Kills every hub's LISTEN backend when the writers cross a milestone.
+
+    Fired from inside a writer, so every scheduled kill happens while writes are in
+    flight, whatever the machine's speed. Before each kill it waits (a condition, not a
+    sleep) until both hubs have reconnected with a new backend, so each kill hits both.
+    """
+
+    def __init__(self, stores: list[PostgresStore]) -> None:
+        self.stores = stores
+        self.killed_pids: set[int] = set()
+        self.kills: list[int] = []
+
+    def _listening(self) -> list[int] | None:
+        pids = [s.hub.listener_pid for s in self.stores]
+        if any(p is None or p in self.killed_pids for p in pids):
+            return None
+        return [p for p in pids if p is not None]
+
+    async def __call__(self) -> None:
+        async with asyncio.timeout(15):
+            while True:  # the hubs reconnect with backoff; no event to await
+                if (pids := self._listening()) is not None:
+                    break
+                await asyncio.sleep(0.01)
+        self.killed_pids.update(pids)
+        self.kills.append(await kill_listeners(self.stores[0].dsn))
 
 
-@pytest.mark.parametrize("kill_listener", [False, True], ids=["steady", "listener-killed"])
+SCENARIOS = {
+    # (ring size, listener kills): the default ring holds the whole run
+    "notify": (20_000, False),
+    "listener-killed": (20_000, True),
+    # a ring of 1 (trimmed above 2): watchers, one of them slow, keep reading the log
+    "small-ring": (1, False),
+}
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
 async def test_concurrent_writers_and_watchers(
-    store: PostgresStore, store_factory: StoreFactory, kill_listener: bool
+    store_factory: StoreFactory, monkeypatch: pytest.MonkeyPatch, scenario: str
 ) -> None:
-    other = await store_factory(pool_max=8)  # a second "process" on the same database
+    """Every committed write reaches every watcher once, in order, and nothing else.
+
+    Catches: ``pg_notify`` -> NULL (all three cases: the watchers stall, since the poll
+    is off); the log fallback returning nothing or dropping an event per page
+    (``small-ring``: "lost or extra events"; it also proves the fallback ran,
+    see ``log_reads``). ``listener-killed`` fires all three kills every run.
+    """
+    ring_size, kill_listener = SCENARIOS[scenario]
+    store = await store_factory(ring_size=ring_size)
+    other = await store_factory(ring_size=ring_size, pool_max=8)  # a second "process"
+    log_reads = [0]
+    for s in (store, other):
+        from_log = s.hub._from_log
+
+        async def counted(*args: Any, _from_log: Any = from_log) -> Any:
+            log_reads[0] += 1
+            return await _from_log(*args)
+
+        monkeypatch.setattr(s.hub, "_from_log", counted)
     start = await store.current_revision()
-    watches: list[tuple[str, HubWatch, Selector | None]] = [
-        ("a-project", store.watch("Project", start), None),
-        ("a-all", store.watch(None, start), None),
-        ("a-selector", store.watch("Project", start, SELECTOR), SELECTOR),
-        ("b-project", other.watch("Project", start), None),
-        ("b-selector", other.watch("Project", start, SELECTOR), SELECTOR),
+    watches: list[tuple[str, HubWatch, Selector | None, float]] = [
+        ("a-project", store.watch("Project", start), None, 0.0),
+        ("a-all", store.watch(None, start), None, 0.0),
+        ("a-selector", store.watch("Project", start, SELECTOR), SELECTOR, 0.0),
+        ("a-slow", store.watch(None, start), None, 0.002),
+        ("b-project", other.watch("Project", start), None, 0.0),
+        ("b-selector", other.watch("Project", start, SELECTOR), SELECTOR, 0.0),
     ]
-    for _, w, _ in watches:
+    for _, w, _, _ in watches:
         await w.start()
-    seen: dict[str, list[StoreEvent]] = {label: [] for label, _, _ in watches}
+    seen: dict[str, list[StoreEvent]] = {label: [] for label, _, _, _ in watches}
     committed: list[int] = []
     done = asyncio.Event()
     final = [0]
-    kills: list[int] = []
+    killer = ListenerKiller([store, other])
+    progress = Progress()
+    if kill_listener:
+        progress.milestones = [TOTAL_OPS * k // 4 for k in (1, 2, 3)]
+        progress.on_milestone = killer
 
-    async with asyncio.timeout(60):
-        async with asyncio.TaskGroup() as tg:
-            for label, w, _ in watches:
-                tg.create_task(consume(w, seen[label], done, final))
-            if kill_listener:
-                tg.create_task(killer(store, done, kills))
-            writers = [
-                tg.create_task(writer(store if i % 2 else other, i, committed))
+    async with asyncio.TaskGroup() as tg:
+        consumers = [
+            tg.create_task(consume(w, seen[label], done, final, delay))
+            for label, w, _, delay in watches
+        ]
+        async with asyncio.timeout(90):
+            await asyncio.gather(*(
+                writer(store if i % 2 else other, i, committed, progress)
                 for i in range(WRITERS)
-            ]
-            await asyncio.gather(*writers)
-            final[0] = await store.current_revision()
-            done.set()
+            ))
+        final[0] = await store.current_revision()
+        done.set()
+        _, pending = await asyncio.wait(consumers, timeout=STALL_AFTER)
+        stalled = [f"{label} at {w.revision}" for label, w, _, _ in watches
+                   if w.revision < final[0]]
+        for task in pending:
+            task.cancel()
+    assert not stalled, f"watchers not served up to {final[0]} (from {start}): {stalled}"
 
     if kill_listener:
-        assert kills and all(k == 2 for k in kills), kills  # both processes' listeners died
+        assert killer.kills == [2, 2, 2], killer.kills  # every kill hit both processes
+    if ring_size < 100:
+        assert log_reads[0] > 0, "the log fallback never ran"
     # Revisions are dense: exactly the committed writes, numbered start+1..final.
     assert sorted(committed) == list(range(start + 1, final[0] + 1))
     assert len(committed) > 300
 
     current: dict[str, Any] = keyed((await store.list("Project")).items)
-    for label, w, selector in watches:
+    for label, w, selector, _ in watches:
         events = seen[label]
         revisions = [e.revision for e in events]
         assert revisions == sorted(set(revisions)), f"{label}: not strictly increasing"
@@ -165,5 +261,5 @@ async def test_concurrent_writers_and_watchers(
                     assert selector.matches(e.old_object) or selector.matches(e.object)
                 else:
                     assert selector.matches(e.object)
-    for _, w, _ in watches:
+    for _, w, _, _ in watches:
         await w.aclose()
