@@ -68,6 +68,38 @@ def skip_or_fail_now(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+# -- under CI=true no test may drop out silently -----------------------------------------
+# Whatever skips (pytest.skip in a test or fixture, a skip marker, importorskip at module
+# level), CI reports it as a failure: a CI run that is green because its real parts were
+# skipped proves nothing. Locally skips stay skips (no Docker engine on a laptop is fine).
+# xfail is not a skip and is left alone.
+
+
+def _ci_fail_skip(report: pytest.TestReport | pytest.CollectReport) -> None:
+    if not (in_ci() and report.skipped) or hasattr(report, "wasxfail"):
+        return
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    report.outcome = "failed"
+    report.longrepr = f"skipped under CI=true (nothing may drop out of CI silently): {reason}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[None]:
+    report: pytest.TestReport = yield
+    _ci_fail_skip(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    report: pytest.CollectReport = yield  # a module-level skip / importorskip lands here
+    _ci_fail_skip(report)
+    return report
+
+
 @pytest.fixture(scope="session")
 def skip_or_fail() -> Callable[[str], NoReturn]:
     """The CI-aware skip: ``skip_or_fail("no Docker engine")``."""

@@ -31,11 +31,15 @@ from caravanserai.client import CaravanseraiClient
 pytestmark = pytest.mark.docker
 
 
-async def _first_container_event(docker: aiodocker.Docker, project: str, action: str) -> None:
-    """Return as soon as Docker reports ``action`` for a container of ``project``."""
+async def _first_container_event(
+    docker: aiodocker.Docker, project: str, action: str, subscribed: asyncio.Event
+) -> None:
+    """Return as soon as Docker reports ``action`` for a container of ``project``; sets
+    ``subscribed`` once the engine answered the subscription (events from then on count)."""
     filters = json.dumps({"type": ["container"], "event": [action],
                           "label": [f"cara.project={project}"]})
     async with docker._query("events", params={"filters": filters}, timeout=None) as resp:
+        subscribed.set()
         while True:
             line = await resp.content.readline()
             if not line:
@@ -50,8 +54,10 @@ async def test_sigkill_mid_reconcile_converges_without_duplicates(
     name = unique("kill")
     services = [{"name": f"s{i}", "image": BUSYBOX} for i in range(3)]
     services.append({"name": "web", "image": WEB})
-    watcher = asyncio.create_task(_first_container_event(docker, name, "create"))
-    await asyncio.sleep(0)  # let the event subscription start before anything happens
+    subscribed = asyncio.Event()
+    watcher = asyncio.create_task(_first_container_event(docker, name, "create", subscribed))
+    # the event subscription must be in place before anything happens
+    await asyncio.wait_for(subscribed.wait(), 10)
     await apply(api, agent.node, manifest(name, services))
     async with asyncio.timeout(20):
         await watcher

@@ -166,15 +166,32 @@ async def test_preview_example_is_deleted_at_expire_at(
     body = load_example("preview.yaml", name)
     # The file's time must be in the future when applied; here: a few seconds ahead, long
     # enough to see it run first.
-    expire_at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=10)
+    expire_at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=15)
     body["spec"]["expireAt"] = expire_at.isoformat().replace("+00:00", "Z")
     await apply(api, agent.node, body)
-    await wait_phase(api, name, "Running", within=15)
-    assert datetime.now(UTC) < expire_at, "started too slowly to see it run before expiry"
-    await wait_gone(api, docker, name, within=40)
-    with pytest.raises(NotFound):
-        await api.projects.get(name)
-    assert datetime.now(UTC) >= expire_at
+    running = await wait_phase(api, name, "Running", within=15)
+    # Ordering on the server's records, not the test's stopwatch: it ran before expireAt...
+    ran_at = next(h.time for h in running.status.history if h.phase.value == "Running")
+    assert ran_at < expire_at, "Running was recorded only after expireAt"
+    last: list[Any] = []
+
+    async def record_deletion() -> None:
+        async for event in api.projects.watch(running.metadata.resource_version):
+            if event.object is not None and event.object.metadata.name == name:
+                last[:] = [event]
+
+    recorder = asyncio.create_task(record_deletion())
+    try:
+        await wait_gone(api, docker, name, within=40)
+        with pytest.raises(NotFound):
+            await api.projects.get(name)
+    finally:
+        recorder.cancel()
+        await asyncio.gather(recorder, return_exceptions=True)
+    # ...and its deletion began at expireAt, not before (gc's graceful delete).
+    assert last and last[0].type.value == "DELETED", last
+    deleted_at = last[0].object.metadata.deletion_timestamp
+    assert deleted_at is not None and deleted_at >= expire_at
 
 
 async def test_node_example_registers_a_node_that_gets_no_projects(

@@ -159,10 +159,15 @@ async def test_status_routes_heartbeat_and_graceful_delete(client: CaravanseraiC
 async def test_watch_yields_typed_events_and_bookmarks(client: CaravanseraiClient) -> None:
     start = await client.projects.list()
     events: list[WatchEvent[Project]] = []
+    bookmarked = asyncio.Event()  # a BOOKMARK after the MODIFIED (server interval 1 s)
 
     async def consume() -> None:
         async for ev in client.projects.watch(start.resource_version):
             events.append(ev)
+            if ev.type is EventType.BOOKMARK and any(
+                e.type is EventType.MODIFIED for e in events
+            ):
+                bookmarked.set()
             if ev.type is EventType.DELETED:
                 return
 
@@ -171,7 +176,7 @@ async def test_watch_yields_typed_events_and_bookmarks(client: CaravanseraiClien
     p = await client.projects.get("w1")
     p.metadata.labels["x"] = "y"
     await client.projects.update(p)
-    await asyncio.sleep(1.5)  # a bookmark (server interval 1 s)
+    await asyncio.wait_for(bookmarked.wait(), 10)
     await client.projects.delete("w1")
     await asyncio.wait_for(task, 10)
     kinds = [e.type for e in events if e.type is not EventType.BOOKMARK]

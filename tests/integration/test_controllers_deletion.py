@@ -28,6 +28,7 @@ from caravanserai.api.project import (
 )
 from caravanserai.api.watch import EventType
 from caravanserai.client.http import CaravanseraiClient
+from caravanserai.informer import FakeClock
 from caravanserai.store.postgres import PostgresStore
 from controllers.termination import MESSAGE_TERMINATION_TIMEOUT
 
@@ -127,22 +128,30 @@ async def test_terminating_on_a_dead_node_is_forced_after_the_timeout(
 
 
 async def test_gc_deletes_at_expire_at(store: PostgresStore, database_url: str) -> None:
-    async with serve(store, database_url, manager_settings(("gc",))) as server:
+    # A fake clock: "at expireAt, not a poll later" is checked by moving time, not timing it.
+    clock = FakeClock(start=datetime.now(UTC) - timedelta(seconds=1))
+    async with serve(store, database_url, manager_settings(("gc",)), clock=clock) as server:
         c = server.client
-        expire_at = datetime.now(UTC) + timedelta(seconds=2)
+        expire_at = clock.now() + timedelta(seconds=60)
         events: Events = []
         recorder = await recording(c, "temp", events)
         try:
             await c.projects.create(a_project("temp", expire_at=expire_at))
             await c.projects.create(a_project("keep"))
+
+            async def timer_armed() -> bool:
+                runnable = server.manager.controllers.get("gc")
+                return runnable is not None and runnable.queue.delayed == 1  # type: ignore[attr-defined]
+
+            await eventually(timer_armed, what="the expiry timer")
+            await clock.advance(59)
+            assert (await c.projects.get("temp")).status.phase is P.PENDING  # not early
+            await clock.advance(2)  # past expireAt: the one timer fires, no poll needed
             await wait_gone(c, "temp", within=10)
-            gone_at = datetime.now(UTC)
             await deleted_event(events)
         finally:
             recorder.cancel()
             await asyncio.gather(recorder, return_exceptions=True)
-        assert gone_at >= expire_at
-        assert (gone_at - expire_at).total_seconds() < 5  # at that time, not a poll later
         assert (await c.projects.get("keep")).status.phase is P.PENDING
         assert events[-1][0] is EventType.DELETED
 

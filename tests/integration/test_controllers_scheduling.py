@@ -62,13 +62,11 @@ async def test_waits_for_a_node_then_schedules_as_soon_as_one_is_ready(
         # Let the scheduler see the project and finish with it: it must wait, not place it.
         await scheduler_idle_with(server, "early")
         assert (await c.projects.get("early")).status.phase is ProjectPhase.PENDING
-        loop = asyncio.get_running_loop()
-        start = loop.time()
         await c.nodes.heartbeat("n1", Heartbeat(state=NodeState.READY))
+        # Far from the original's 30 s resync: the node event itself requeued the project
+        # (the wait's bound is what fails a resync-driven scheduler).
         p = await wait_phase(c, "early", ProjectPhase.SCHEDULED, within=10)
         assert p.status.node_ref == "n1"
-        # Far from the original's 30 s resync: the node event itself requeued the project.
-        assert loop.time() - start < 10
 
 
 async def test_a_project_returned_to_pending_is_rescheduled_at_once(
@@ -81,12 +79,9 @@ async def test_a_project_returned_to_pending_is_rescheduled_at_once(
         await wait_phase(c, "p", ProjectPhase.SCHEDULED)
         # The rescheduler's move, made by hand: back to Pending.
         await c.projects.patch_status("p", ProjectPhase.PENDING, "NodeNotReady", "moved")
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-
         async def rescheduled() -> bool:
             p = await c.projects.get("p")
             return p.status.phase is ProjectPhase.SCHEDULED and len(p.status.history) >= 4
 
+        # at once: the wait's bound is well under any resync
         await eventually(rescheduled, within=10, what="Scheduled again")
-        assert loop.time() - start < 10

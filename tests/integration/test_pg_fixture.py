@@ -12,7 +12,6 @@ import os
 import shutil
 import socket
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -45,9 +44,11 @@ def test_backend_follows_cara_test_pg(pg_backend: str) -> None:
         assert pg_backend == mode, f"CARA_TEST_PG={mode} but the session got {pg_backend}"
 
 
-def test_container_backend_is_this_sessions_container(pg_backend: str, pg_admin_url: str) -> None:
-    if pg_backend != "container":
-        pytest.skip(f"this session's PostgreSQL is {pg_backend}, not a container")
+def test_container_backend_is_this_sessions_container(
+    pg_backend: str, pg_admin_url: str, skip_or_fail: Callable[[str], NoReturn]
+) -> None:
+    if pg_backend != "container":  # CI runs with CARA_TEST_PG=container: this must run there
+        skip_or_fail(f"this session's PostgreSQL is {pg_backend}, not a container")
     import docker
 
     client = docker.from_env(timeout=10)
@@ -109,10 +110,7 @@ def own_container(skip_or_fail: Callable[[str], NoReturn]) -> Iterator[Any]:
 
         docker.from_env(timeout=3).images.get(TEST_IMAGE)
     except Exception as exc:
-        reason = f"no Docker engine or no {TEST_IMAGE} (hack/build-images.sh): {exc}"
-        if _mode() == "container":
-            skip_or_fail(reason)
-        pytest.skip(reason)
+        skip_or_fail(f"no Docker engine or no {TEST_IMAGE} (hack/build-images.sh): {exc}")
     from testcontainers.community.postgres import PostgresContainer
     from testcontainers.core.config import testcontainers_config
 
@@ -134,9 +132,8 @@ def test_image_honours_user_password_db_and_stops_fast(own_container: Any) -> No
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
             psycopg.connect(url, password="wrong", connect_timeout=10).close()
         wrapped = own_container.get_wrapped_container()
-        t0 = time.monotonic()
         wrapped.stop(timeout=10)  # SIGTERM, then SIGKILL after 10 s
-        took = time.monotonic() - t0
     wrapped.reload()
+    # Exit 0, not 137: the server shut down on SIGTERM itself, with the session still open
+    # (a "smart" shutdown would wait for it until docker's SIGKILL). No stopwatch needed.
     assert wrapped.attrs["State"]["ExitCode"] == 0
-    assert took < 3, f"docker stop took {took:.1f}s with a session open"

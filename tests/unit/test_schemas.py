@@ -9,14 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 import pytest
 from ruamel.yaml import YAML
 
 from caravanserai.api import Invalid
 from caravanserai.api.jsonschema import generate, node_schema, project_schema
 from caravanserai.api.validation import parse_resource
-
-jsonschema_rs = pytest.importorskip("jsonschema_rs", reason="jsonschema_rs (via schemathesis)")
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"
