@@ -149,12 +149,28 @@ async def test_writes_through_either_replica_reach_watches_on_both(
 
             await wait_until(seen, within=10, what=f"{want} on every watch")
 
+        # A sentinel write of each kind fixes a revision both replicas' watches must reach;
+        # everything up to it must then be on both, identical (the controllers may still
+        # be writing after it, so the lists are cut there, not at the shorter one).
+        sentinels = {
+            "projects": await a.api.projects.create(
+                manifest(unique("sentinel"), [{"name": "s", "image": "x:1"}])),
+            "nodes": await a.api.nodes.create({"metadata": {"name": unique("sentinel")}}),
+        }
         for kind in ("projects", "nodes"):
-            on_a = recorders[a.server.name, kind].events
-            on_b = recorders[b.server.name, kind].events
-            # The same events, in the same (revision) order, on both replicas.
-            common = min(len(on_a), len(on_b))
-            assert on_a[:common] == on_b[:common], (kind, on_a, on_b)
+            upto = int(sentinels[kind].metadata.resource_version or 0)
+            for replica in replicas:
+                recorder = recorders[replica.server.name, kind]
+
+                async def reached(recorder: Recorder = recorder, upto: int = upto) -> bool:
+                    return any(int(rv) >= upto for _, _, rv in recorder.events)
+
+                await wait_until(reached, within=10, what=f"{kind} watch at {upto}")
+            on_a = [e for e in recorders[a.server.name, kind].events if int(e[2]) <= upto]
+            on_b = [e for e in recorders[b.server.name, kind].events if int(e[2]) <= upto]
+            # The same events, in the same (revision) order, on both replicas: all of them.
+            assert on_a == on_b, (kind, on_a, on_b)
+            assert on_a[-1][1] == sentinels[kind].metadata.name
             revisions = [int(rv) for _, _, rv in on_a]
             assert revisions == sorted(revisions) and len(set(revisions)) == len(revisions)
         ours = [e for e in recorders[a.server.name, "projects"].events if e[1] in (p1, p2)]
