@@ -12,17 +12,33 @@ settings: fsync off, ...). Everything listens on 127.0.0.1 only.
 
 Figures:
 
-1. **Create throughput**: ``--clients`` (32) concurrent HTTP clients POST ``--creates``
-   projects; creates/s and request latency p50/p99.
+1. **Create throughput**: ``--clients`` (32) concurrent HTTP clients (closed loop: each
+   sends its next POST when the previous answered) POST ``--creates`` projects. creates/s
+   counts only 201 answers over the whole run's duration; failures are counted by status.
+   Latency: from just before the POST is handed to aiohttp to the whole answer read, for
+   successful requests (failed ones reported separately).
 2. **Watch latency**: ``--watchers`` (100) watch streams on /api/v1/projects (in a separate
    process, so reading them does not slow the writer), while a writer issues ``--rate``
    (500) writes/s for ``--seconds``, open loop: a PUT of a project (annotation
    ``bench/seq``) round robin over 50 projects, or with ``--write heartbeat`` node heartbeats
-   (``capacity.seq``) watched on /api/v1/nodes. The commit happens between the write's send
-   and its acknowledgement, so two figures bracket commit→client latency: ``send→recv``
-   (an upper bound) and ``ack→recv`` (a lower bound; negative when the event beats the HTTP
-   response). Both processes read the same monotonic clock. Also: the write rate achieved,
-   whether every watcher received every write, and the server's CPU use.
+   (``capacity.seq``) watched on /api/v1/nodes. Each write's send time is its SCHEDULED
+   time (``start + seq / rate``), taken before any client-side queueing (the 64-request
+   in-flight limit, the event loop): time a write waits on our side counts, so a server
+   that falls behind cannot hide it (no coordinated omission). Per write and watcher, to
+   the moment the watcher read the line carrying it, all raw and signed:
+
+   - ``commit→recv``: from the write's commit as PostgreSQL recorded it (its event row's
+     ``track_commit_timestamp``; the embedded server has it on, with ``--dsn`` only if
+     the server does, else n/a), wall clock of this host on both sides;
+   - ``send→recv``: from the scheduled send time: an upper bound;
+   - ``ack→recv``: from the HTTP answer read: a lower bound (negative when the event
+     beats the answer).
+
+   Only successful writes are counted (achieved rate, deliveries); failed ones are
+   reported by status. Also: whether every watcher received every successful write, and
+   the CPU use of the server, of OUR PostgreSQL server's processes (the postmaster behind
+   the DSN and its children, when on this host; backends that exit mid-run are missed,
+   so a lower bound; n/a otherwise), the writer and the readers.
 
 A 2-core machine runs the server, PostgreSQL and the load generator at once: the figures
 are for comparing changes on one machine, not absolute capacity.
@@ -42,6 +58,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,7 +66,7 @@ from typing import Any
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import CARA_SERVER, ms, pct, postgres, scratch_database, terminate
+from harness import CARA_SERVER, commit_times, ms, pct, postgres, scratch_database, terminate
 
 N_TARGETS = 50
 SERVER_ENV: dict[str, str] = {}  # --server-env KEY=VALUE
@@ -120,18 +137,44 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def postgres_cpu_seconds() -> float:
-    """CPU time of every postgres process on the machine (the bench's server included)."""
-    total = 0.0
+def postmaster_pid(dsn: str) -> int | None:
+    """The pid of the PostgreSQL server behind ``dsn`` if it runs on this host (the parent
+    of our backend), else None."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(b"SELECT pg_backend_pid()").fetchone()
+    try:
+        status = Path(f"/proc/{row[0] if row else 0}/status").read_text()
+    except OSError:
+        return None  # not on this host (a container's pid namespace, another machine)
+    ppid = int(next(line.split()[1] for line in status.splitlines()
+                    if line.startswith("PPid:")))
+    comm = Path(f"/proc/{ppid}/comm").read_text().strip() if ppid else ""
+    return ppid if comm in ("postgres", "postmaster") else None
+
+
+def postgres_cpu(postmaster: int | None) -> dict[int, float]:
+    """CPU seconds of our PostgreSQL server's processes (the postmaster and its children)."""
+    out: dict[int, float] = {}
+    if postmaster is None:
+        return out
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if (entry / "comm").read_text().strip() == "postgres":
-                total += cpu_seconds(int(entry.name))
-        except OSError:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(entry.name) == postmaster or int(fields[1]) == postmaster:
+                out[int(entry.name)] = cpu_seconds(int(entry.name))
+        except (OSError, IndexError, ValueError):
             continue
-    return total
+    return out
+
+
+def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds used between two ``postgres_cpu`` samples by processes alive at the
+    second (those that exited in between are missed: a lower bound)."""
+    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
 
 
 def machine_busy() -> tuple[float, float]:
@@ -145,40 +188,54 @@ def machine_busy() -> tuple[float, float]:
 
 
 async def bench_creates(base: str, clients: int, total: int) -> None:
-    latencies: list[float] = []
-    errors = 0
+    latencies: list[float] = []  # successful requests only
+    failed: list[float] = []
+    failures: Counter[str] = Counter()
     counter = iter(range(total))
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
 
         async def client() -> None:
-            nonlocal errors
             for i in counter:
                 t = time.monotonic()
-                async with http.post(f"{base}/api/v1/projects", json=project(f"c{i:06d}")) as r:
-                    await r.read()
-                    if r.status != 201:
-                        errors += 1
-                latencies.append(time.monotonic() - t)
+                try:
+                    async with http.post(f"{base}/api/v1/projects",
+                                         json=project(f"c{i:06d}")) as r:
+                        await r.read()
+                        status = str(r.status)
+                except aiohttp.ClientError as exc:
+                    status = type(exc).__name__
+                took = time.monotonic() - t
+                if status == "201":
+                    latencies.append(took)
+                else:
+                    failures[status] += 1
+                    failed.append(took)
 
         start = time.monotonic()
         await asyncio.gather(*(client() for _ in range(clients)))
         elapsed = time.monotonic() - start
+    ok = len(latencies)
     print(f"creates over HTTP, {clients} concurrent clients, {total} projects:")
-    print(f"  throughput      {total / elapsed:8.0f} creates/s  ({elapsed:.1f} s, {errors} errors)")
-    print(f"  latency p50     {ms(pct(latencies, 50))}")
+    print(f"  throughput      {ok / elapsed:8.0f} creates/s  ({ok} created in {elapsed:.1f} s; "
+          f"{sum(failures.values())} failed{': ' + repr(dict(failures)) if failures else ''})")
+    print(f"  latency p50     {ms(pct(latencies, 50))}   (successful requests)")
     print(f"  latency p99     {ms(pct(latencies, 99))}")
+    if failed:
+        print(f"  failed p50      {ms(pct(failed, 50))}   p99 {ms(pct(failed, 99))}")
 
 
 # -- 2. watch latency -----------------------------------------------------------------------
 
 
 def watcher_process(base: str, plural: str, n: int, revision: str, expected: int,
-                    ready: Any, results: Any) -> None:
-    """Open n watches, report readiness, then record (seq, recv time) per watcher."""
+                    ready: Any, finished: Any, results: Any) -> None:
+    """Open n watches, report readiness, then record (seq, (monotonic, wall) recv time) per
+    watcher; stop when every watcher has ``expected`` writes, or 5 s after ``finished``
+    (some writes failed, so fewer arrive)."""
 
-    async def main() -> list[dict[int, float]]:
-        received: list[dict[int, float]] = [{} for _ in range(n)]
+    async def main() -> list[dict[int, tuple[float, float]]]:
+        received: list[dict[int, tuple[float, float]]] = [{} for _ in range(n)]
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
             responses = await asyncio.gather(*(
                 http.get(f"{base}/api/v1/{plural}",
@@ -193,7 +250,7 @@ def watcher_process(base: str, plural: str, n: int, revision: str, expected: int
                 seen = received[i]
                 tail = b""
                 async for chunk in resp.content.iter_any():
-                    now = time.monotonic()
+                    now = (time.monotonic(), time.time())
                     data = tail + chunk
                     cut = data.rfind(b"\n") + 1
                     for m in SEQ_RE.finditer(data, 0, cut):
@@ -202,9 +259,18 @@ def watcher_process(base: str, plural: str, n: int, revision: str, expected: int
                     if len(seen) >= expected:
                         return
 
+            async def drained() -> None:
+                await asyncio.to_thread(finished.wait, 120)
+                await asyncio.sleep(5)
+
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(120):
-                    await asyncio.gather(*(read(i, r) for i, r in enumerate(responses)))
+                async with asyncio.timeout(130):
+                    readers = asyncio.gather(*(read(i, r) for i, r in enumerate(responses)))
+                    stop = asyncio.ensure_future(drained())
+                    await asyncio.wait([readers, stop], return_when=asyncio.FIRST_COMPLETED)
+                    readers.cancel()
+                    stop.cancel()
+                    await asyncio.gather(readers, stop, return_exceptions=True)
             for r in responses:
                 r.close()
         return received
@@ -213,8 +279,8 @@ def watcher_process(base: str, plural: str, n: int, revision: str, expected: int
     results.put((received, time.process_time()))
 
 
-async def bench_watch(base: str, pid: int, watchers: int, rate: float, seconds: float,
-                      write: str) -> None:
+async def bench_watch(base: str, dsn: str, pid: int, watchers: int, rate: float,
+                      seconds: float, write: str) -> None:
     plural = "nodes" if write == "heartbeat" else "projects"
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
         targets = [f"t{i:02d}" for i in range(N_TARGETS)]
@@ -227,68 +293,96 @@ async def bench_watch(base: str, pid: int, watchers: int, rate: float, seconds: 
 
         total = int(rate * seconds)
         ctx = mp.get_context("spawn")
-        ready, results = ctx.Event(), ctx.Queue()
-        proc = ctx.Process(target=watcher_process,
-                           args=(base, plural, watchers, revision, total, ready, results))
+        ready, finished, results = ctx.Event(), ctx.Event(), ctx.Queue()
+        proc = ctx.Process(
+            target=watcher_process,
+            args=(base, plural, watchers, revision, total, ready, finished, results),
+        )
         proc.start()
         if not await asyncio.to_thread(ready.wait, 60):
             raise SystemExit("watchers did not connect")
         await asyncio.sleep(1.0)  # let every stream settle on the server
 
-        sent: dict[int, float] = {}
-        acked: dict[int, float] = {}
-        failures = 0
+        sent: dict[int, float] = {}  # scheduled send time, before any queueing of ours
+        acked: dict[int, float] = {}  # successful writes only
+        revision_of: dict[int, int] = {}  # seq -> the write's revision (from its answer)
+        failures: Counter[str] = Counter()
         inflight = asyncio.Semaphore(64)
 
-        async def one(seq: int) -> None:
-            nonlocal failures
+        async def one(seq: int, scheduled: float) -> None:
             name = targets[seq % N_TARGETS]
+            sent[seq] = scheduled
             async with inflight:
-                sent[seq] = time.monotonic()
                 if write == "heartbeat":
                     req = http.post(f"{base}/api/v1/nodes/{name}/heartbeat",
                                     json={"capacity": {"seq": str(seq)}})
                 else:
                     req = http.put(f"{base}/api/v1/projects/{name}", json=project(name, seq))
-                async with req as r:
-                    await r.read()
-                    if r.status >= 300:
-                        failures += 1
+                try:
+                    async with req as r:
+                        body = await r.read()
+                        status = r.status
+                except aiohttp.ClientError as exc:
+                    failures[type(exc).__name__] += 1
+                    return
+                if status >= 300:
+                    failures[str(status)] += 1
+                    return
                 acked[seq] = time.monotonic()
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    rv = json.loads(body)["metadata"]["resourceVersion"] if body else None
+                    if rv is not None:
+                        revision_of[seq] = int(rv)
 
+        postmaster = await asyncio.to_thread(postmaster_pid, dsn)
         cpu0, me0, pg0, (busy0, all0) = (
-            cpu_seconds(pid), time.process_time(), postgres_cpu_seconds(), machine_busy()
+            cpu_seconds(pid), time.process_time(), postgres_cpu(postmaster), machine_busy()
         )
         start = time.monotonic()
         tasks = []
         for seq in range(total):
-            delay = start + seq / rate - time.monotonic()
+            scheduled = start + seq / rate
+            delay = scheduled - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(seq)))
+            tasks.append(asyncio.create_task(one(seq, scheduled)))
         await asyncio.gather(*tasks)
         elapsed = time.monotonic() - start
+        finished.set()
         cpu = cpu_seconds(pid) - cpu0
         me = time.process_time() - me0
-        pg = postgres_cpu_seconds() - pg0
+        pg = cpu_used(pg0, postgres_cpu(postmaster)) if postmaster else float("nan")
         busy1, all1 = machine_busy()
         received, watcher_cpu = await asyncio.to_thread(results.get, True, 180)
         await asyncio.to_thread(proc.join, 30)
 
-    upper = [t - sent[s] for w in received for s, t in w.items() if s in sent]
-    lower = [t - acked[s] for w in received for s, t in w.items() if s in acked]
-    complete = sum(1 for w in received if len(w) >= total)
+    ok = set(acked)
+    upper = [t[0] - sent[s] for w in received for s, t in w.items() if s in ok]
+    lower = [t[0] - acked[s] for w in received for s, t in w.items() if s in ok]
+    committed = await asyncio.to_thread(commit_times, dsn, revision_of.values())
+    commit: list[float] = []
+    if committed is not None:
+        at = {s: committed[r] for s, r in revision_of.items() if r in committed}
+        commit = [t[1] - at[s] for w in received for s, t in w.items() if s in at]
+    complete = sum(1 for w in received if ok <= w.keys())
     write_lat = [acked[s] - sent[s] for s in acked]
     what = "heartbeats" if write == "heartbeat" else "project PUTs"
     print(f"watch latency, {watchers} watches on /api/v1/{plural}, {what} at {rate:.0f}/s "
           f"for {seconds:.0f} s:")
-    print(f"  writes          {total / elapsed:8.0f} /s achieved ({total} writes, "
-          f"{failures} failed; write latency p50 {ms(pct(write_lat, 50)).strip()}, "
+    print(f"  writes          {len(ok) / elapsed:8.0f} /s succeeded ({total} sent, {len(ok)} ok, "
+          f"{sum(failures.values())} failed{' ' + repr(dict(failures)) if failures else ''}; "
+          f"send→answer p50 {ms(pct(write_lat, 50)).strip()}, "
           f"p99 {ms(pct(write_lat, 99)).strip()})")
-    print(f"  delivered       {complete}/{watchers} watchers got every write "
+    print(f"  delivered       {complete}/{watchers} watchers got every successful write "
           f"({len(upper)} deliveries)")
+    if commit:
+        print(f"  commit→recv p50 {ms(pct(commit, 50))}   p99 {ms(pct(commit, 99))}")
+    else:
+        print("  commit→recv     n/a (the server does not track commit timestamps)")
     print(f"  send→recv p50   {ms(pct(upper, 50))}   p99 {ms(pct(upper, 99))}   (upper bound)")
-    print(f"  ack→recv  p50   {ms(pct(lower, 50))}   p99 {ms(pct(lower, 99))}   (lower bound)")
+    negative = sum(1 for v in lower if v < 0)
+    print(f"  ack→recv  p50   {ms(pct(lower, 50))}   p99 {ms(pct(lower, 99))}   (lower bound; "
+          f"{negative}/{len(lower)} negative)")
     share = 100 * (busy1 - busy0) / (all1 - all0)
     print(f"  CPU (% of one core) server {cpu / elapsed * 100:.0f}, "
           f"postgres {pg / elapsed * 100:.0f}, writer {me / elapsed * 100:.0f}, "
@@ -326,7 +420,7 @@ def main() -> None:
             print(f"cara-server at {base} (pid {pid}), {os.cpu_count()} CPUs")
             if not args.skip_creates:
                 asyncio.run(bench_creates(base, args.clients, args.creates))
-            asyncio.run(bench_watch(base, pid, args.watchers, args.rate, args.seconds,
+            asyncio.run(bench_watch(base, dsn, pid, args.watchers, args.rate, args.seconds,
                                     args.write))
     finally:
         shutil.rmtree(log_dir, ignore_errors=True)

@@ -11,14 +11,18 @@
    straight into the store, so they are exactly what the API would have stored.
 2. The real ``cara-server`` program starts on it (a subprocess, JSON logs to a file) with
    only the scheduler enabled (``CARA_CONTROLLERS=scheduler``).
-3. This process watches projects over HTTP from the seeded revision and notes when each
-   project turns Scheduled.
+3. This process watches projects over HTTP from the seeded revision until every project is
+   Scheduled. WHEN a project was placed is not when this watch saw it (the watch opens
+   after readyz and replays a backlog in bursts): it is the ``Scheduled`` entry of the
+   project's ``status.history``, stamped by the server in the request that wrote the
+   placement, just before that transaction commits (same host, wall clock).
 
-Figures: time from the server's start and from its ``controller_manager.leading`` log line
-to the last project Scheduled, the assignment rate, and the spread (projects per node, max
-and min). With ``--floor N`` it also times N plain status writes straight into the store
-(the same transaction a scheduling PATCH ends in), the ceiling any scheduler reaches on
-this machine.
+Figures, all from those server-side placement times: from the server's start (wall clock
+just before the process is spawned) and from its ``controller_manager.leading`` log line
+to the last placement; first to last placement and the assignment rate over that span;
+and the spread (projects per node, max and min). With ``--floor N`` it also times N plain
+status writes straight into the store (the same transaction a scheduling PATCH ends in),
+the ceiling any scheduler reaches on this machine.
 
 ``BENCH_SERVER_CMD`` replaces the ``cara-server`` command line (e.g. to run it under a
 profiler). A 2-core machine runs PostgreSQL, the server and this script at once: the figures
@@ -171,8 +175,18 @@ def leading_at(log_path: Path) -> float | None:
     return None
 
 
+def placed_at(p: Project) -> float | None:
+    """When the server recorded the project's (latest) placement: its Scheduled history
+    entry, as epoch seconds."""
+    for h in reversed(p.status.history):
+        if h.phase is ProjectPhase.SCHEDULED:
+            return h.time.timestamp()
+    return None
+
+
 async def observe(base: str, revision: int, projects: int) -> tuple[float, float, Counter[str]]:
-    """Watch until every project is Scheduled; (first, last) wall times and per-node counts."""
+    """Watch until every project is Scheduled; (first, last) server-recorded placement
+    times and per-node counts."""
     async with CaravanseraiClient(base, timeout=5) as client:
         deadline = time.monotonic() + 60
         while True:
@@ -183,20 +197,21 @@ async def observe(base: str, revision: int, projects: int) -> tuple[float, float
                 raise SystemExit("cara-server did not become ready within 60 s")
             await asyncio.sleep(0.1)
         placed: dict[str, str] = {}
-        first = last = 0.0
+        times: dict[str, float] = {}
         async for event in client.projects.watch(str(revision)):
             if event.type is EventType.ERROR:
                 raise SystemExit(f"watch failed: {event.error}")
             p = event.object
             if p is None or p.status.phase is not ProjectPhase.SCHEDULED or not p.status.node_ref:
                 continue
-            now = time.time()
-            first = first or now
-            last = now
+            at = placed_at(p)
+            if at is None:
+                raise SystemExit(f"{p.metadata.name} is Scheduled without a history entry")
             placed[p.metadata.name] = p.status.node_ref
+            times[p.metadata.name] = at
             if len(placed) >= projects:
                 break
-        return first, last, Counter(placed.values())
+        return min(times.values()), max(times.values()), Counter(placed.values())
 
 
 async def run(args: argparse.Namespace, dsn: str, log_path: Path) -> None:
