@@ -315,6 +315,16 @@ async def test_pagination_is_consistent_under_concurrent_writes(store: PostgresS
     first_sel = await store.list("Project", sel, limit=5)
     assert first.revision == full.revision == first_sel.revision
     stop = asyncio.Event()
+    writes = [0]
+    wrote = asyncio.Event()  # set after each churn write
+
+    async def churn_between_pages(at_least: int = 3) -> None:
+        """Wait (a condition, not a sleep) until the churners committed more writes."""
+        target = writes[0] + at_least
+        async with asyncio.timeout(20):
+            while writes[0] < target:
+                wrote.clear()
+                await wrote.wait()
 
     async def churn() -> None:
         rng = random.Random(1)
@@ -336,6 +346,9 @@ async def test_pagination_is_consistent_under_concurrent_writes(store: PostgresS
                     await store.update("Project", name, relabel)
             except (NotFound, AlreadyExists):
                 pass
+            else:
+                writes[0] += 1
+                wrote.set()
             n += 1
 
     churners = [asyncio.create_task(churn()) for _ in range(4)]
@@ -343,7 +356,7 @@ async def test_pagination_is_consistent_under_concurrent_writes(store: PostgresS
         for first_page, expected in ((first, full), (first_sel, full_sel)):
             items, page = list(first_page.items), first_page
             while page.continue_token:
-                await asyncio.sleep(0.01)  # let the churners change things between pages
+                await churn_between_pages()  # things change between pages
                 page = await store.list("Project", sel if expected is full_sel else None,
                                         limit=7, continue_token=page.continue_token)
                 assert page.revision == expected.revision
