@@ -95,10 +95,10 @@ def through(proxy: Proxy, database_url: str) -> str:
 
 
 async def test_hub_behind_compaction_after_a_disconnect_gives_410(
-    store: PostgresStore, proxy: Proxy, database_url: str
+    store: PostgresStore, proxy: Proxy, database_url: str, notify_only_poll: float
 ) -> None:
     cut_off = await PostgresStore.open(
-        through(proxy, database_url), pool_min=1, pool_max=4, poll_interval=3600.0,
+        through(proxy, database_url), pool_min=1, pool_max=4, poll_interval=notify_only_poll,
         connect_timeout=2.0,
     )
     server = TestServer(create_app(make_config(database_url), cut_off), host="127.0.0.1")
