@@ -19,6 +19,14 @@ eval "$(hack/docker-up.sh cara)"
 export DOCKER_HOST
 hack/build-images.sh >&2
 
+# A real browser for the dashboard's tests: Debian's Chromium, driven by Playwright (its own
+# browser download cannot work offline). Missing in CI, those tests fail rather than skip.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "== installing chromium" >&2
+  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } \
+    >/dev/null 2>&1 || echo "hack/test.sh: could not install chromium" >&2
+fi
+
 echo "== ruff" >&2
 .venv/bin/ruff check .
 echo "== mypy" >&2

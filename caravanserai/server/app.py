@@ -49,6 +49,7 @@ from caravanserai.server.routes_resources import (
 )
 from caravanserai.server.routing import Param, Reply, RouteSpec, register
 from caravanserai.server.state import CONFIG, METRICS, STORE, WATCHES
+from caravanserai.server.ui import add_ui_routes, is_ui_path
 from caravanserai.server.watch_stream import NDJSON, WatchRegistry
 from caravanserai.store.types import Store
 
@@ -410,7 +411,7 @@ def _auth_middleware(config: ServerConfig) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path not in _PUBLIC_PATHS:
+        if request.path not in _PUBLIC_PATHS and not is_ui_path(request.path):
             given = request.headers.get(hdrs.AUTHORIZATION, "").encode()
             # Constant time: the comparison must not tell how much of a guess was right.
             if not hmac.compare_digest(given, expected):
@@ -449,6 +450,7 @@ def create_app(
     app[WATCHES] = WatchRegistry()
     routes = route_table()
     register(app, routes)
+    add_ui_routes(app)
     app[OPENAPI_KEY] = build_openapi(routes)
 
     async def end_watches(app: web.Application) -> None:
