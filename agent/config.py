@@ -22,6 +22,7 @@ when unset instead of being required.
 | stop_timeout       | AGENT_STOP_TIMEOUT   | --stop-timeout       | 10s                         |
 | pull_timeout       | AGENT_PULL_TIMEOUT   | --pull-timeout       | 10m                         |
 | sweep_interval     | AGENT_SWEEP_INTERVAL | --sweep-interval     | 5m                          |
+| restart_backoff    | AGENT_RESTART_BACKOFF | --restart-backoff   | 10s                         |
 | token              | CARA_TOKEN           | --token              | unset                       |
 
 ``token`` is the server's ``CARA_API_TOKEN`` when the server requires one: the agent sends
@@ -71,6 +72,7 @@ ENV_VARS: dict[str, str] = {
     "stop_timeout": "AGENT_STOP_TIMEOUT",
     "pull_timeout": "AGENT_PULL_TIMEOUT",
     "sweep_interval": "AGENT_SWEEP_INTERVAL",
+    "restart_backoff": "AGENT_RESTART_BACKOFF",
     "token": "CARA_TOKEN",
 }
 
@@ -156,6 +158,9 @@ class AgentConfig:
     stop_timeout: float = 10.0
     pull_timeout: float = 600.0
     sweep_interval: float = 300.0
+    # First CrashLoopBackOff delay; it doubles up to 30x, and resets after 60x of running
+    # (10s → 5 min cap, 10 min reset, as Kubernetes). Lower only to test.
+    restart_backoff: float = 10.0
     token: str | None = field(default=None, repr=False)
 
     @property
@@ -175,7 +180,8 @@ def _convert(key: str, value: Any) -> Any:
     """Turn a raw value (string from env/.env, typed from YAML) into the field's type."""
     if key == "debug":
         return parse_bool(value, key)
-    if key in ("heartbeat_interval", "stop_timeout", "pull_timeout", "sweep_interval"):
+    if key in ("heartbeat_interval", "stop_timeout", "pull_timeout", "sweep_interval",
+               "restart_backoff"):
         return parse_duration(value, key)
     if key == "listen_port":
         return parse_port(value, key)

@@ -134,6 +134,24 @@ def _service(r: Report, svc: ServiceDef, state: str | None) -> None:
     ]
     r.add("Ports", ", ".join(ports) or NONE, indent=2)
     r.add("State", state or UNKNOWN, indent=2)
+    if svc.restart is not None:
+        r.add("Restart", svc.restart.value, indent=2)
+    if svc.depends_on:
+        r.add("Depends On", ", ".join(
+            f"{d.service} ({d.condition.value})" for d in svc.depends_on), indent=2)
+    if svc.healthcheck is not None:
+        hc = svc.healthcheck
+        timing = [f"{k}={v}" for k, v in (("interval", hc.interval), ("timeout", hc.timeout),
+                                           ("retries", hc.retries),
+                                           ("start-period", hc.start_period)) if v is not None]
+        r.add("Healthcheck", " ".join(hc.test) + (f" [{' '.join(timing)}]" if timing else ""),
+              indent=2)
+    if svc.resources is not None:
+        for title, block in (("Limits", svc.resources.limits),
+                             ("Requests", svc.resources.requests)):
+            if block is not None:
+                r.add(title, key_values({k: str(v) for k, v in block.model_dump(
+                    exclude_none=True).items()}), indent=2)
     r.add("Env", None if svc.env else NONE, indent=2)
     for e in svc.env:
         r.raw(f"{e.name}={e.value}", indent=3)
@@ -164,6 +182,12 @@ def describe_project(project: Project, now: datetime | None = None) -> str:
                 parts.append(f"exit code {st.exit_code}")
             if st.container_id:
                 parts.append(f"container {st.container_id[:12]}")
+            if st.health:
+                parts.append(f"health {st.health}")
+            if st.ready is not None:
+                parts.append("ready" if st.ready else "not ready")
+            if st.restart_count:
+                parts.append(f"restarts {st.restart_count}")
             state = ", ".join(parts[:1]) + (f" ({', '.join(parts[1:])})" if parts[1:] else "")
             if st.message:
                 state += f": {st.message}"
