@@ -211,9 +211,9 @@ class ProjectReconciler:
             elif (
                 info is not None
                 and info.state in ("exited", "dead")
-                and not rollout
                 and wants_restart(spec.restart, info.exit_code)
             ):
+                # Even in a rollout: a spec update does not skip the backoff (as Kubernetes).
                 outcome = await self._restart_policy(
                     uid, spec, info, reported.get(spec.service, 0), backoffs
                 )
@@ -242,6 +242,23 @@ class ProjectReconciler:
 
         await self._remove_undeclared_volumes(plan)
         observed = await self._observed_containers(plan)
+        for spec in plan.containers:
+            # An exit seen only now (it crashed right after this pass started it): its
+            # backoff starts now, so the project is not reported Failed in between.
+            info = observed.get(spec.service)
+            if (
+                spec.service not in backoffs
+                and info is not None
+                and info.state in ("exited", "dead")
+                and wants_restart(spec.restart, info.exit_code)
+            ):
+                backoff = self.restarts.on_exit(
+                    uid, spec.service, f"{info.id}@{info.finished_at or ''}", info.exit_code,
+                    reported.get(spec.service, 0),
+                )
+                backoffs[spec.service] = backoff or BackOff(
+                    spec.service, 0.0, 0.0, info.exit_code
+                )
         context = ServiceContext(
             backoffs=backoffs,
             restart_counts={

@@ -1,0 +1,173 @@
+"""e2e: restart policies with CrashLoopBackOff, resource limits, healthchecks gating the
+ingress, and dependsOn start order, on the private Docker engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiodocker
+import aiohttp
+import pytest
+from agent_e2e_support import (
+    BUSYBOX,
+    WEB,
+    WEB_TEXT,
+    AgentHandle,
+    Agents,
+    apply,
+    condition,
+    containers_of,
+    manifest,
+    unique,
+    wait_gone,
+    wait_phase,
+    wait_until,
+)
+
+from caravanserai.api import Project
+from caravanserai.client import CaravanseraiClient
+
+pytestmark = pytest.mark.docker
+
+FOREVER = "trap 'exit 0' TERM; sleep 2147483647 & wait"
+# Healthy once someone creates /tmp/ok (the test does, with docker exec): no timing race.
+HEALTH = {"test": ["CMD-SHELL", "test -f /tmp/ok"], "interval": "300ms", "retries": 1000}
+
+
+async def _ready_agent(agents: Agents, api: CaravanseraiClient, **env: str) -> AgentHandle:
+    handle = await agents.start(**env)
+
+    async def ready() -> bool:
+        return str((await api.nodes.get(handle.node)).status.state) == "Ready"
+
+    await wait_until(ready, within=15, what=f"node {handle.node} Ready")
+    return handle
+
+
+async def test_crashing_service_restarts_with_growing_backoff(
+    api: CaravanseraiClient, agents: Agents, docker: aiodocker.Docker
+) -> None:
+    # A short base delay (1s → 2s → 4s ...) so the growth is seen without minutes of waiting.
+    agent = await _ready_agent(agents, api, AGENT_RESTART_BACKOFF="1s")
+    name = unique("crash")
+    await apply(api, agent.node, manifest(name, [
+        {"name": "app", "image": BUSYBOX, "command": ["sh", "-c", "echo boom; exit 3"],
+         "restart": "always"},
+    ]))
+    delays: list[str] = []
+
+    async def backed_off_thrice() -> Project | None:
+        p = await api.projects.get(name)
+        assert str(p.status.phase) in ("Scheduled", "Running"), p.status
+        cond = condition(p, "ContainersRunning")
+        if cond is not None and cond.reason == "CrashLoopBackOff":
+            assert "exit code 3" in (cond.message or "")
+            word = (cond.message or "").split()[1]  # "back-off 2s restarting ..."
+            if not delays or delays[-1] != word:
+                delays.append(word)
+        return p if len(delays) >= 3 else None
+
+    project = await wait_until(backed_off_thrice, within=40, what="three backoffs")
+    assert delays[:3] == ["1s", "2s", "4s"]
+    assert str(project.status.phase) == "Running"
+    assert (project.status.services[0].restart_count or 0) >= 2
+    # One container restarted in place (same id), not recreated.
+    assert len(await containers_of(docker, name)) == 1
+    await api.projects.delete(name)
+    await wait_gone(api, docker, name)
+
+
+async def test_limits_are_visible_in_docker_inspect(
+    api: CaravanseraiClient, agent: AgentHandle, docker: aiodocker.Docker
+) -> None:
+    name = unique("limits")
+    await apply(api, agent.node, manifest(name, [
+        {"name": "app", "image": BUSYBOX, "command": ["sh", "-c", FOREVER],
+         "resources": {"limits": {"cpus": 0.5, "memory": "64m", "pids": 100},
+                       "requests": {"cpus": "250m", "memory": "32Mi"}}},
+    ]))
+    await wait_phase(api, name, "Running")
+    container = await docker.containers.get(f"{name}-app")
+    host = (await container.show())["HostConfig"]
+    assert host["Memory"] == 64 * 1024 * 1024
+    assert host["NanoCpus"] == 500_000_000
+    assert host["PidsLimit"] == 100
+    await api.projects.delete(name)
+    await wait_gone(api, docker, name)
+
+
+async def _exec(docker: aiodocker.Docker, container: str, *cmd: str) -> None:
+    c = await docker.containers.get(container)
+    run = await c.exec(list(cmd))
+    await run.start(detach=True)
+
+
+async def test_health_gates_start_order_and_traffic(
+    api: CaravanseraiClient, agent: AgentHandle, docker: aiodocker.Docker
+) -> None:
+    name = unique("health")
+    await apply(api, agent.node, manifest(
+        name,
+        [
+            {"name": "web", "image": WEB, "healthcheck": HEALTH,
+             "dependsOn": [{"service": "db", "condition": "service_healthy"}]},
+            {"name": "db", "image": BUSYBOX, "command": ["sh", "-c", FOREVER],
+             "healthcheck": HEALTH},
+        ],
+        ingress=[{"name": "www", "host": name, "target": {"service": "web", "port": 80}}],
+    ))
+    host = f"{name}.dev.cara.local"
+
+    async def waiting() -> Project | None:
+        p = await api.projects.get(name)
+        cond = condition(p, "ContainersRunning")
+        return p if cond is not None and cond.reason == "WaitingForDependencies" else None
+
+    p = await wait_until(waiting, within=30, what="web waiting for db")
+    assert "web: waiting for db to be healthy" in (condition(p, "ContainersRunning").message)
+    names = {c["Names"][0].lstrip("/") for c in await containers_of(docker, name)}
+    assert names == {f"{name}-db"}  # web not even created while db is not healthy
+
+    await _exec(docker, f"{name}-db", "touch", "/tmp/ok")
+
+    async def web_running() -> Project | None:
+        p = await api.projects.get(name)
+        return p if str(p.status.phase) == "Running" else None
+
+    p = await wait_until(web_running, within=30, what="web started after db healthy")
+    web = await (await docker.containers.get(f"{name}-web")).show()
+    db = await (await docker.containers.get(f"{name}-db")).show()
+    db_healthy_log = [entry for entry in db["State"]["Health"]["Log"] if entry["ExitCode"] == 0]
+    assert db_healthy_log, db["State"]["Health"]
+    # web started after db's first passing check.
+    assert web["State"]["StartedAt"] > min(e["End"] for e in db_healthy_log)
+    ready = condition(p, "Ready")
+    assert ready is not None and str(ready.status) == "False"
+
+    async def fetch() -> tuple[int, str]:
+        async with aiohttp.ClientSession() as s, s.get(
+            agent.proxy_url, headers={"Host": host}, timeout=aiohttp.ClientTimeout(total=5)
+        ) as resp:
+            return resp.status, await resp.text()
+
+    status, body = await fetch()
+    assert status == 503, body  # web runs but its check has not passed: no traffic
+    assert "not ready" in body
+
+    await _exec(docker, f"{name}-web", "touch", "/tmp/ok")
+
+    async def served() -> str | None:
+        status, body = await fetch()
+        return body if status == 200 else None
+
+    assert WEB_TEXT in await wait_until(served, within=30, what="web routed once healthy")
+
+    async def ready_true() -> Any:
+        p = await api.projects.get(name)
+        cond = condition(p, "Ready")
+        return p if cond is not None and str(cond.status) == "True" else None
+
+    p = await wait_until(ready_true, within=30, what="project Ready")
+    assert {s.name: s.health for s in p.status.services} == {"web": "healthy", "db": "healthy"}
+    await api.projects.delete(name)
+    await wait_gone(api, docker, name)
