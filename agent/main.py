@@ -116,6 +116,7 @@ async def run_agent(config: AgentConfig, *, started: asyncio.Event | None = None
             agent_port=config.listen_port,
             proxy_port=config.proxy_port,
             engine_deadline=3.0,
+            reserved=config.system_reserved,
         )
         node = NodeAgent(hb_client, node_name, facts, interval=config.heartbeat_interval,
                          healthy=runtime.ping)
@@ -238,6 +239,8 @@ def _flag(name: str, *decls: str, **kwargs: Any) -> Callable[[Any], Any]:
 @_flag("restart_backoff", "--restart-backoff",
        help="First restart delay of a crashing service, doubling to 30x "
             "(AGENT_RESTART_BACKOFF, default 10s).")
+@_flag("system_reserved", "--system-reserved",
+       help="Kept from projects' requests, e.g. cpu=0.5,memory=1Gi (AGENT_SYSTEM_RESERVED).")
 @_flag("pull_timeout", "--pull-timeout", help="Image pull deadline (AGENT_PULL_TIMEOUT).")
 @_flag("sweep_interval", "--sweep-interval", help="Orphan sweep period (AGENT_SWEEP_INTERVAL).")
 @_flag("token", "--token", help="Bearer token of the server's API (CARA_TOKEN).")

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from caravanserai.api import Condition, Node, Project
-from caravanserai.api.project import ServiceDef
+from caravanserai.api.project import ProjectPhase, ServiceDef
+from caravanserai.api.quantities import format_cpus, format_memory
+from caravanserai.api.requests import ZERO, node_allocatable, project_request
 from cli.formatting import (
     NONE,
     UNKNOWN,
@@ -219,6 +221,31 @@ def describe_project(project: Project, now: datetime | None = None) -> str:
     return r.text()
 
 
+def _allocated(r: Report, node: Node, projects: Sequence[Project]) -> None:
+    """kubectl's "Allocated resources": the requests of the projects on the node against
+    what it offers."""
+    total = ZERO
+    for p in projects:
+        if p.status.phase not in (ProjectPhase.PENDING, ProjectPhase.TERMINATED, None):
+            total += project_request(p)
+    offer = node_allocatable(node)
+
+    def share(used: float, of: float | None) -> str:
+        return f" ({used / of:.0%})" if of else ""
+
+    r.add("Allocated Resources")
+    r.table(
+        ["Resource", "Requests", "Allocatable"],
+        [
+            ["cpu", format_cpus(total.cpus) + share(total.cpus, offer.cpus),
+             format_cpus(offer.cpus) if offer.cpus is not None else "unlimited"],
+            ["memory", format_memory(total.memory) + share(total.memory, offer.memory),
+             format_memory(offer.memory) if offer.memory is not None else "unlimited"],
+        ],
+        indent=1,
+    )
+
+
 def describe_node(node: Node, now: datetime | None = None, projects: Sequence[Project] = ()) -> str:
     now = now or datetime.now(UTC)
     r = Report()
@@ -257,6 +284,7 @@ def describe_node(node: Node, now: datetime | None = None, projects: Sequence[Pr
         for k, v in sorted(resources.items()):
             r.add(k, v, indent=1)
 
+    _allocated(r, node, projects)
     _conditions(r, status.conditions, now)
     r.add("Projects", None if projects else NONE)
     if projects:

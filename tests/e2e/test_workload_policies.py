@@ -171,3 +171,46 @@ async def test_health_gates_start_order_and_traffic(
     assert {s.name: s.health for s in p.status.services} == {"web": "healthy", "db": "healthy"}
     await api.projects.delete(name)
     await wait_gone(api, docker, name)
+
+
+async def test_requests_steer_placement_and_wait_for_room(
+    api: CaravanseraiClient, agents: Agents, docker: aiodocker.Docker
+) -> None:
+    """Three projects of 1Gi go to the node with room; a fourth is Unschedulable until a
+    node with room joins (the scheduler runs in the server)."""
+    total = (await docker.system.info())["MemTotal"]
+    gib = 1 << 30
+
+    def reserve_all_but(keep: int) -> str:
+        return f"memory={(total - keep) // 1024}Ki"
+
+    small = await _ready_agent(agents, api, AGENT_SYSTEM_RESERVED=reserve_all_but(gib // 2))
+    big = await _ready_agent(agents, api, AGENT_SYSTEM_RESERVED=reserve_all_but(3 * gib))
+    svc = [{"name": "app", "image": BUSYBOX, "command": ["sh", "-c", FOREVER],
+            "resources": {"requests": {"memory": "1Gi"}}}]
+    names = [unique(f"req{i}") for i in range(4)]
+    for name in names[:3]:
+        await api.projects.create(manifest(name, svc))
+    for name in names[:3]:
+        p = await wait_phase(api, name, "Scheduled", "Running")
+        assert p.status.node_ref == big.node
+    await api.projects.create(manifest(names[3], svc))
+
+    async def unschedulable() -> Project | None:
+        p = await api.projects.get(names[3])
+        cond = condition(p, "Scheduled")
+        return p if cond is not None and cond.reason == "Unschedulable" else None
+
+    p = await wait_until(unschedulable, within=20, what="the fourth Unschedulable")
+    assert str(p.status.phase) == "Pending"
+    assert condition(p, "Scheduled").message == "0/2 nodes fit: 2 insufficient memory"
+    assert small.node != big.node
+
+    joined = await _ready_agent(agents, api, AGENT_SYSTEM_RESERVED=reserve_all_but(2 * gib))
+    p = await wait_phase(api, names[3], "Scheduled", "Running")
+    assert p.status.node_ref == joined.node
+    assert condition(p, "Scheduled") is None  # the why is gone once it is placed
+    for name in names:
+        await api.projects.delete(name)
+    for name in names:
+        await wait_gone(api, docker, name)

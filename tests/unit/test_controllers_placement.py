@@ -117,3 +117,32 @@ def test_tracker_frees_allocation_when_a_project_leaves() -> None:
     t.forget("p")
     assert t.allocated("n") == Amount()
     assert node("x", NodeState.READY).status.state is NodeState.READY
+
+
+def test_describe_node_shows_allocated_against_allocatable() -> None:
+    from cli.describe import describe_node
+
+    n = sized("n", "4Gi", cpu="2")
+    on_node = [proj("a", "1Gi", phase="Running", node_ref="n"),
+               proj("b", "1Gi", phase="Scheduled", node_ref="n"),
+               proj("gone", "8Gi", phase="Terminated", node_ref="n")]
+    text = describe_node(n, projects=on_node)
+    assert "Allocated Resources:" in text
+    section = text.split("Allocated Resources:")[1].splitlines()
+    line = next(ln for ln in section if ln.strip().startswith("memory"))
+    assert line.split()[1:] == ["2Gi", "(50%)", "4Gi"]
+
+
+def test_system_reserved_lowers_allocatable() -> None:
+    import pytest
+
+    from agent.config import ConfigError, parse_reserved
+    from agent.node import allocatable_of
+
+    reserved = parse_reserved("cpu=0.5, memory=1Gi")
+    assert allocatable_of({"cpu": "2", "memory": "4194304Ki"}, reserved) == {
+        "cpu": "1.5", "memory": "3145728Ki"}
+    assert allocatable_of({"cpu": "1"}, {"cpu": "4"}) == {"cpu": "0"}
+    for bad in ("cpu", "disk=1", "memory=lots"):
+        with pytest.raises(ConfigError):
+            parse_reserved(bad)
