@@ -3,12 +3,15 @@ ingress, and dependsOn start order, on the private Docker engine."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 from typing import Any
 
 import aiodocker
 import aiohttp
 import pytest
 from agent_e2e_support import (
+    BIN,
     BUSYBOX,
     WEB,
     WEB_TEXT,
@@ -17,6 +20,7 @@ from agent_e2e_support import (
     apply,
     condition,
     containers_of,
+    free_port,
     manifest,
     unique,
     wait_gone,
@@ -214,3 +218,78 @@ async def test_requests_steer_placement_and_wait_for_room(
         await api.projects.delete(name)
     for name in names:
         await wait_gone(api, docker, name)
+
+
+COMPOSE = """\
+name: ignored-by-p
+services:
+  db:
+    image: cara-test/busybox:latest
+    command: sh -c "touch /tmp/ok; trap 'exit 0' TERM; sleep 2147483647 & wait"
+    restart: always
+    environment:
+      - MYSQL_DATABASE=wordpress
+      - MYSQL_USER=${DB_USER:-wp}
+    volumes:
+      - db_data:/var/lib/mysql
+    healthcheck:
+      test: test -f /tmp/ok
+      interval: 300ms
+      retries: 100
+  wordpress:
+    image: cara-test/web:latest
+    depends_on:
+      db:
+        condition: service_healthy
+    restart: always
+    ports:
+      - "${WP_PORT:-8080}:80"
+    mem_limit: 64m
+    container_name: wordpress
+volumes:
+  db_data: {}
+"""
+
+
+async def test_compose_file_converts_applies_and_runs(
+    api: CaravanseraiClient, agent: AgentHandle, docker: aiodocker.Docker,
+    cara_server: str, tmp_path: Any,
+) -> None:
+    name = unique("compose")
+    port = free_port()
+    (tmp_path / "compose.yaml").write_text(COMPOSE)
+    env = {**os.environ, "WP_PORT": str(port)}
+    proc = await asyncio.create_subprocess_exec(
+        str(BIN / "caractrl"), "--server", cara_server, "apply", "-f",
+        str(tmp_path / "compose.yaml"), "-p", name,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    assert f'project "{name}" created' in out.decode()
+    assert 'service "wordpress": container_name: ignored' in err.decode()
+
+    async def ready() -> Project | None:
+        p = await api.projects.get(name)
+        cond = condition(p, "Ready")
+        return p if str(p.status.phase) == "Running" and cond is not None and str(
+            cond.status) == "True" else None
+
+    p = await wait_until(ready, within=60, what="the compose project Running and Ready")
+    assert [s.restart for s in p.spec.services] == ["always", "always"]
+    db = await (await docker.containers.get(f"{name}-db")).show()
+    assert "MYSQL_USER=wp" in db["Config"]["Env"]
+    assert any(m["Name"] == f"cara-{name}-db-data" for m in db["Mounts"])
+    wp = await (await docker.containers.get(f"{name}-wordpress")).show()
+    assert wp["HostConfig"]["Memory"] == 64 << 20
+    assert wp["State"]["StartedAt"] > db["State"]["StartedAt"]
+
+    async def served() -> str | None:
+        async with aiohttp.ClientSession() as s, s.get(
+            f"http://127.0.0.1:{port}/", timeout=aiohttp.ClientTimeout(total=3)
+        ) as resp:
+            return await resp.text() if resp.status == 200 else None
+
+    assert WEB_TEXT in await wait_until(served, within=20, what="the published port")
+    await api.projects.delete(name)
+    await wait_gone(api, docker, name)
