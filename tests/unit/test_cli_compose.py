@@ -130,3 +130,15 @@ def test_convert_and_apply_commands(tmp_path: Path) -> None:
     assert result.exit_code != 0
     assert 'service "web": build: not supported' in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_compose_example_converts_cleanly() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "compose" / "compose.yaml"
+    from ruamel.yaml import YAML
+
+    out = convert(YAML(typ="safe", pure=True).load(example.read_text()), project_name=None,
+                  directory=example.parent, environ={})
+    assert out.errors == []
+    project = parse_resource(out.manifest)
+    assert project.metadata.name == "shop"
+    assert all(s.image.startswith("cara-example/") for s in project.spec.services)
