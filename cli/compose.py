@@ -196,7 +196,11 @@ def convert(
         out.warnings.append("networks: ignored (each project has one network)")
 
     declared: dict[str, dict[str, Any]] = {}
-    for vname, vdef in (data.get("volumes") or {}).items():
+    top_volumes = data.get("volumes") or {}
+    if not isinstance(top_volumes, dict):
+        out.errors.append("volumes: must be a mapping")
+        top_volumes = {}
+    for vname, vdef in top_volumes.items():
         vdef = vdef or {}
         where = f'volume "{vname}"'
         if not isinstance(vdef, dict):
@@ -314,7 +318,9 @@ def _service(
 
     environment: dict[str, str] = {}
     env_files = sdef.get("env_file")
-    for item in [env_files] if isinstance(env_files, (str, dict)) else env_files or []:
+    env_list = [env_files] if isinstance(env_files, (str, dict)) else _list(
+        env_files, f"{where}: env_file", out)
+    for item in env_list:
         path, required = (item.get("path"), item.get("required", True)) if isinstance(
             item, dict) else (item, True)
         file = (directory / str(path)).resolve()
@@ -344,7 +350,7 @@ def _service(
         svc["env"] = [{"name": k, "value": v} for k, v in environment.items()]
 
     ports = _ports(sdef.get("ports"), where, out)
-    for item in sdef.get("expose") or []:
+    for item in _list(sdef.get("expose"), f"{where}: expose", out):
         try:
             text = str(item)
             number, _, proto = text.partition("/")
@@ -385,9 +391,18 @@ def _service(
     return svc
 
 
+def _list(value: Any, where: str, out: Conversion) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        out.errors.append(f"{where}: must be a list")
+        return []
+    return value
+
+
 def _ports(value: Any, where: str, out: Conversion) -> list[dict[str, Any]]:
     ports: list[dict[str, Any]] = []
-    for item in value or []:
+    for item in _list(value, f"{where}: ports", out):
         if isinstance(item, dict):
             if item.get("host_ip") not in (None, "", "0.0.0.0"):
                 out.errors.append(f"{where}: ports: host_ip {item['host_ip']}: not supported "
@@ -433,7 +448,7 @@ def _volumes(
     value: Any, service: str, where: str, declared: dict[str, dict[str, Any]], out: Conversion
 ) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = []
-    for i, item in enumerate(value or []):
+    for i, item in enumerate(_list(value, f"{where}: volumes", out)):
         if isinstance(item, dict):
             kind, source, target = item.get("type", "volume"), item.get("source"), item.get(
                 "target")
@@ -510,7 +525,7 @@ def _depends_on(value: Any, where: str, out: Conversion) -> list[dict[str, Any]]
     deps = []
     for dep, opts in value.items():
         entry: dict[str, Any] = {"service": str(dep)}
-        opts = opts or {}
+        opts = opts if isinstance(opts, dict) else {}
         if opts.get("condition"):
             entry["condition"] = str(opts["condition"])
         for key in opts:
@@ -544,7 +559,10 @@ def _resources(sdef: Mapping[str, Any], where: str, out: Conversion) -> dict[str
             out.warnings.append(f"{where}: deploy.{key}: ignored")
     res = deploy.get("resources") or {}
     for part, target in (("limits", limits), ("reservations", requests)):
-        block = res.get(part) or {}
+        block = res.get(part) or {} if isinstance(res, dict) else {}
+        if not isinstance(block, dict):
+            out.errors.append(f"{where}: deploy.resources.{part}: must be a mapping")
+            continue
         for key, value in block.items():
             if key == "memory":
                 if (m := _memory(value, f"{where}: deploy.resources.{part}.memory", out)):
@@ -552,7 +570,7 @@ def _resources(sdef: Mapping[str, Any], where: str, out: Conversion) -> dict[str
             elif key == "cpus":
                 target["cpus"] = _cpus(value, f"{where}: deploy.resources.{part}.cpus", out)
             elif key == "pids" and part == "limits":
-                target["pids"] = int(value)
+                target["pids"] = _int(value, f"{where}: deploy.resources.limits.pids", out)
             else:
                 out.warnings.append(f"{where}: deploy.resources.{part}.{key}: ignored")
     for key, target, field_name in (("mem_limit", limits, "memory"),
@@ -562,13 +580,21 @@ def _resources(sdef: Mapping[str, Any], where: str, out: Conversion) -> dict[str
     if "cpus" in sdef:
         limits.setdefault("cpus", _cpus(sdef["cpus"], f"{where}: cpus", out))
     if "pids_limit" in sdef:
-        limits.setdefault("pids", int(sdef["pids_limit"]))
+        limits.setdefault("pids", _int(sdef["pids_limit"], f"{where}: pids_limit", out))
     result: dict[str, Any] = {}
     if limits := {k: v for k, v in limits.items() if v is not None}:
         result["limits"] = limits
     if requests := {k: v for k, v in requests.items() if v is not None}:
         result["requests"] = requests
     return result
+
+
+def _int(value: Any, where: str, out: Conversion) -> int | None:
+    try:
+        return int(str(value))
+    except ValueError:
+        out.errors.append(f"{where}: must be a whole number")
+        return None
 
 
 def _cpus(value: Any, where: str, out: Conversion) -> float | None:

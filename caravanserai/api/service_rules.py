@@ -12,6 +12,12 @@ from typing import Any
 from caravanserai.api.quantities import parse_cpus, parse_duration, parse_memory
 
 _HEALTH_TEST_KINDS = ("CMD", "CMD-SHELL", "NONE")
+# Bounds no real machine reaches, so that Docker's int64 fields (nanoseconds, NanoCpus,
+# bytes) never overflow on the agent.
+MAX_CPUS = 4096
+MAX_MEMORY = 1 << 50  # 1 PiB
+MAX_PIDS = (1 << 31) - 1
+MAX_HEALTH_DURATION = 24 * 3600
 
 
 def _number(value: Any) -> bool:
@@ -42,9 +48,13 @@ def check_service_extras(service: Mapping[str, Any], path: str) -> list[tuple[st
                     continue
                 if key != "startPeriod" and seconds < 0.001:
                     errs.append((f"{path}.healthcheck.{key}", "must be at least 1ms"))
+                elif seconds > MAX_HEALTH_DURATION:
+                    errs.append((f"{path}.healthcheck.{key}", "must be at most 24h"))
         retries = health.get("retries")
-        if isinstance(retries, int) and not isinstance(retries, bool) and retries < 0:
-            errs.append((f"{path}.healthcheck.retries", "must not be negative"))
+        if isinstance(retries, int) and not isinstance(retries, bool) and not (
+            0 <= retries <= MAX_PIDS
+        ):
+            errs.append((f"{path}.healthcheck.retries", f"must be between 0 and {MAX_PIDS}"))
 
     resources = service.get("resources")
     if isinstance(resources, Mapping):
@@ -56,8 +66,11 @@ def check_service_extras(service: Mapping[str, Any], path: str) -> list[tuple[st
             cpus = block.get("cpus")
             if isinstance(cpus, str) or _number(cpus):
                 try:
-                    if parse_cpus(cpus) <= 0 and part == "limits":
+                    value = parse_cpus(cpus)
+                    if value <= 0 and part == "limits":
                         errs.append((f"{where}.cpus", "must be greater than 0"))
+                    elif value > MAX_CPUS:
+                        errs.append((f"{where}.cpus", f"must be at most {MAX_CPUS}"))
                 except ValueError as exc:
                     errs.append((f"{where}.cpus", str(exc)))
             memory = block.get("memory")
@@ -67,11 +80,13 @@ def check_service_extras(service: Mapping[str, Any], path: str) -> list[tuple[st
                     # Docker refuses less than 6 MiB for a memory limit.
                     if part == "limits" and size < 6 * 1024 * 1024:
                         errs.append((f"{where}.memory", "must be at least 6Mi (Docker's minimum)"))
+                    elif size > MAX_MEMORY:
+                        errs.append((f"{where}.memory", "must be at most 1Pi"))
                 except ValueError as exc:
                     errs.append((f"{where}.memory", str(exc)))
             pids = block.get("pids")
-            if isinstance(pids, int) and not isinstance(pids, bool) and pids < 1:
-                errs.append((f"{where}.pids", "must be at least 1"))
+            if isinstance(pids, int) and not isinstance(pids, bool) and not 1 <= pids <= MAX_PIDS:
+                errs.append((f"{where}.pids", f"must be between 1 and {MAX_PIDS}"))
         limits, requests = resources.get("limits"), resources.get("requests")
         if isinstance(limits, Mapping) and isinstance(requests, Mapping):
             for key, parse in (("cpus", parse_cpus), ("memory", parse_memory)):

@@ -122,3 +122,15 @@ def test_restart_policy_change_recreates_nothing_but_limits_do() -> None:
     plain = digest({})
     assert digest({"restart": "always"}) == plain
     assert digest({"resources": {"limits": {"memory": "64Mi"}}}) != plain
+
+
+def test_values_that_would_overflow_docker_are_refused() -> None:
+    errs = errors(manifest({"name": "a", "image": "x",
+                            "healthcheck": {"test": ["CMD", "true"], "interval": "9999999h",
+                                            "retries": 1 << 40},
+                            "resources": {"limits": {"cpus": 1e300, "memory": "9999999Ti",
+                                                     "pids": 1 << 40}}}))
+    assert set(errs) == {
+        "spec.services[0].healthcheck.interval", "spec.services[0].healthcheck.retries",
+        "spec.services[0].resources.limits.cpus", "spec.services[0].resources.limits.memory",
+        "spec.services[0].resources.limits.pids"}
