@@ -109,6 +109,11 @@ def check_dependencies(services: Any) -> list[tuple[str, str]]:
     errs: list[tuple[str, str]] = []
     names = [s.get("name") for s in services if isinstance(s, Mapping)]
     known = {n for n in names if isinstance(n, str)}
+    checked = {
+        s.get("name") for s in services
+        if isinstance(s, Mapping) and isinstance(s.get("healthcheck"), Mapping)
+        and s["healthcheck"].get("test") != ["NONE"]
+    }
     graph: dict[str, list[str]] = {}
     for i, service in enumerate(services):
         if not isinstance(service, Mapping):
@@ -131,6 +136,10 @@ def check_dependencies(services: Any) -> list[tuple[str, str]]:
                 errs.append((field, f'duplicate dependency on "{target}"'))
             else:
                 seen.add(target)
+                if dep.get("condition") == "service_healthy" and target not in checked:
+                    # As docker compose: waiting for health needs something to report it.
+                    errs.append((f"spec.services[{i}].dependsOn[{j}].condition",
+                                 f'service "{target}" has no healthcheck'))
                 if isinstance(name, str):
                     graph.setdefault(name, []).append(target)
     cycle = find_cycle(graph)

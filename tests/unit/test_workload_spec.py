@@ -134,3 +134,12 @@ def test_values_that_would_overflow_docker_are_refused() -> None:
         "spec.services[0].healthcheck.interval", "spec.services[0].healthcheck.retries",
         "spec.services[0].resources.limits.cpus", "spec.services[0].resources.limits.memory",
         "spec.services[0].resources.limits.pids"}
+
+
+def test_service_healthy_needs_a_healthcheck() -> None:
+    errs = errors(manifest(
+        {"name": "web", "image": "x",
+         "dependsOn": [{"service": "db", "condition": "service_healthy"}]},
+        {"name": "db", "image": "x"},
+    ))
+    assert errs == {"spec.services[0].dependsOn[0].condition": 'service "db" has no healthcheck'}
