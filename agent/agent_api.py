@@ -160,6 +160,11 @@ class AgentAPI:
                 503, "Service Unavailable",
                 f'the container of service "{service}" is {info.state}, not running',
             )
+        if info.health in ("starting", "unhealthy"):
+            return problem(
+                503, "Service Unavailable",
+                f'service "{service}" is not ready (health: {info.health})',
+            )
         ip = info.ips.get(naming.network_name(project)) or next(iter(info.ips.values()), None)
         if ip is None:
             return problem(503, "Service Unavailable", "the container has no IP address")

@@ -22,6 +22,8 @@ when unset instead of being required.
 | stop_timeout       | AGENT_STOP_TIMEOUT   | --stop-timeout       | 10s                         |
 | pull_timeout       | AGENT_PULL_TIMEOUT   | --pull-timeout       | 10m                         |
 | sweep_interval     | AGENT_SWEEP_INTERVAL | --sweep-interval     | 5m                          |
+| restart_backoff    | AGENT_RESTART_BACKOFF | --restart-backoff   | 10s                         |
+| system_reserved    | AGENT_SYSTEM_RESERVED | --system-reserved   | none (cpu=0.5,memory=1Gi)   |
 | token              | CARA_TOKEN           | --token              | unset                       |
 
 ``token`` is the server's ``CARA_API_TOKEN`` when the server requires one: the agent sends
@@ -49,6 +51,8 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 from ruamel.yaml import YAML
 
+from caravanserai.api.quantities import parse_cpus, parse_memory
+
 
 class ConfigError(ValueError):
     """A configuration value is missing or malformed; the message names the key."""
@@ -71,8 +75,37 @@ ENV_VARS: dict[str, str] = {
     "stop_timeout": "AGENT_STOP_TIMEOUT",
     "pull_timeout": "AGENT_PULL_TIMEOUT",
     "sweep_interval": "AGENT_SWEEP_INTERVAL",
+    "restart_backoff": "AGENT_RESTART_BACKOFF",
+    "system_reserved": "AGENT_SYSTEM_RESERVED",
     "token": "CARA_TOKEN",
 }
+
+def parse_reserved(value: object) -> dict[str, str]:
+    """``cpu=0.5,memory=1Gi`` (either part optional) as quantities checked now."""
+    if isinstance(value, dict):
+        pairs = [(str(k), str(v)) for k, v in value.items()]
+    else:
+        text = "" if value is None else str(value).strip()
+        pairs = []
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            key, sep, qty = part.partition("=")
+            if not sep:
+                raise ConfigError(f"system_reserved: expected cpu=N,memory=SIZE, got {part!r}")
+            pairs.append((key.strip(), qty.strip()))
+    out: dict[str, str] = {}
+    for key, qty in pairs:
+        try:
+            if key == "cpu":
+                parse_cpus(qty)
+            elif key == "memory":
+                parse_memory(qty)
+            else:
+                raise ConfigError(f"system_reserved: unknown resource {key!r} (cpu, memory)")
+        except ValueError as exc:
+            raise ConfigError(f"system_reserved: {key}: {exc}") from None
+        out[key] = qty
+    return out
+
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -156,6 +189,11 @@ class AgentConfig:
     stop_timeout: float = 10.0
     pull_timeout: float = 600.0
     sweep_interval: float = 300.0
+    # First CrashLoopBackOff delay; it doubles up to 30x, and resets after 60x of running
+    # (10s → 5 min cap, 10 min reset, as Kubernetes). Lower only to test.
+    restart_backoff: float = 10.0
+    # Kept from what projects may request (allocatable = capacity - reserved).
+    system_reserved: dict[str, str] = field(default_factory=dict)
     token: str | None = field(default=None, repr=False)
 
     @property
@@ -175,10 +213,13 @@ def _convert(key: str, value: Any) -> Any:
     """Turn a raw value (string from env/.env, typed from YAML) into the field's type."""
     if key == "debug":
         return parse_bool(value, key)
-    if key in ("heartbeat_interval", "stop_timeout", "pull_timeout", "sweep_interval"):
+    if key in ("heartbeat_interval", "stop_timeout", "pull_timeout", "sweep_interval",
+               "restart_backoff"):
         return parse_duration(value, key)
     if key == "listen_port":
         return parse_port(value, key)
+    if key == "system_reserved":
+        return parse_reserved(value)
     if key == "workers":
         try:
             workers = int(str(value).strip())

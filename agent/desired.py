@@ -13,6 +13,8 @@ from typing import Any
 
 from agent import naming
 from caravanserai.api import Project, ServiceDef
+from caravanserai.api.project import DependencyCondition, HealthCheck, RestartPolicy
+from caravanserai.api.quantities import parse_cpus, parse_duration, parse_memory
 
 # Bump when the way a service maps to a container changes, so that agents of a new version
 # recreate containers built by an older layout instead of silently keeping them.
@@ -55,6 +57,16 @@ class ContainerSpec:
     network: str
     labels: dict[str, str] = field(default_factory=dict, compare=False)
     config_hash: str = ""
+    # Docker's HostConfig resource fields (NanoCpus, Memory, PidsLimit) and Healthcheck.
+    limits: tuple[tuple[str, int], ...] = ()
+    healthcheck: tuple[tuple[str, object], ...] | None = None
+    # Agent decisions, not container configuration: changing them recreates nothing.
+    restart: RestartPolicy = field(default=RestartPolicy.NO, compare=False)
+    depends_on: tuple[tuple[str, DependencyCondition], ...] = field(default=(), compare=False)
+
+    @property
+    def has_healthcheck(self) -> bool:
+        return self.healthcheck is not None and dict(self.healthcheck).get("Test") != ["NONE"]
 
     def create_config(self) -> dict[str, Any]:
         """The body of Docker's ``POST /containers/create``."""
@@ -67,7 +79,10 @@ class ContainerSpec:
                 "NetworkMode": self.network,
                 # No restart policy: an exited container is reported, not hidden (seeds:
                 # Failed/ContainerExited); a spec update or delete+apply redeploys.
+                # The agent applies the service's restart policy itself (with backoff and a
+                # restartCount in status), so Docker must not restart behind its back.
                 "RestartPolicy": {"Name": "no"},
+                **dict(self.limits),
                 "Mounts": [
                     {"Type": "volume", "Source": src, "Target": dst} for src, dst in self.mounts
                 ],
@@ -85,6 +100,8 @@ class ContainerSpec:
             config["Cmd"] = list(self.command)
         if self.entrypoint is not None:
             config["Entrypoint"] = list(self.entrypoint)
+        if self.healthcheck is not None:
+            config["Healthcheck"] = dict(self.healthcheck)
         return config
 
 
@@ -109,6 +126,37 @@ def config_hash(payload: dict[str, Any]) -> str:
     """A short, stable digest of a container's configuration."""
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def docker_limits(svc: ServiceDef) -> tuple[tuple[str, int], ...]:
+    """``resources.limits`` as Docker HostConfig fields (validation checked the quantities)."""
+    limits = svc.resources.limits if svc.resources else None
+    if limits is None:
+        return ()
+    out: list[tuple[str, int]] = []
+    if limits.cpus is not None:
+        out.append(("NanoCpus", int(parse_cpus(limits.cpus) * 1e9)))
+    if limits.memory is not None:
+        out.append(("Memory", parse_memory(limits.memory)))
+    if limits.pids is not None:
+        out.append(("PidsLimit", limits.pids))
+    return tuple(out)
+
+
+def docker_healthcheck(check: HealthCheck | None) -> tuple[tuple[str, object], ...] | None:
+    """Compose's healthcheck as Docker's ``Healthcheck`` (durations in nanoseconds)."""
+    if check is None:
+        return None
+    out: list[tuple[str, object]] = [("Test", list(check.test))]
+    for key, value in (
+        ("Interval", check.interval), ("Timeout", check.timeout),
+        ("StartPeriod", check.start_period),
+    ):
+        if value is not None:
+            out.append((key, int(parse_duration(value) * 1e9)))
+    if check.retries is not None:
+        out.append(("Retries", check.retries))
+    return tuple(out)
 
 
 def _container_spec(
@@ -137,7 +185,17 @@ def _container_spec(
         mounts=tuple(mounts),
         ports=ports,
         network=naming.network_name(project),
+        limits=docker_limits(svc),
+        healthcheck=docker_healthcheck(svc.healthcheck),
+        restart=svc.restart or RestartPolicy.NO,
+        depends_on=tuple((d.service, d.condition) for d in svc.depends_on or ()),
     )
+    extra: dict[str, Any] = {}
+    # Only set when used, so containers of services without them keep their hash.
+    if spec.limits:
+        extra["limits"] = spec.limits
+    if spec.healthcheck is not None:
+        extra["healthcheck"] = spec.healthcheck
     digest = config_hash(
         {
             "schema": HASH_SCHEMA,
@@ -149,6 +207,7 @@ def _container_spec(
             "ports": [(p.container_port, p.protocol, p.host_port) for p in spec.ports],
             "network": spec.network,
             "alias": spec.service,
+            **extra,
         }
     )
     labels = {

@@ -40,6 +40,7 @@ from agent.runtime import (
 log = structlog.get_logger("agent.docker")
 
 _EXITED_RE = re.compile(r"^Exited \((-?\d+)\)")
+_HEALTH_RE = re.compile(r"\((healthy|unhealthy|health: starting)\)\s*$")
 _PORT_CONFLICT_MARKERS = (
     "port is already allocated",
     "address already in use",
@@ -78,6 +79,8 @@ def container_from_summary(data: dict[str, Any]) -> ContainerInfo:
     match = _EXITED_RE.match(data.get("Status") or "")
     if match:
         exit_code = int(match.group(1))
+    health_match = _HEALTH_RE.search(data.get("Status") or "")
+    health = health_match.group(1).removeprefix("health: ") if health_match else None
     return ContainerInfo(
         id=data["Id"],
         name=names[0].lstrip("/"),
@@ -86,6 +89,7 @@ def container_from_summary(data: dict[str, Any]) -> ContainerInfo:
         exit_code=exit_code,
         image=data.get("Image"),
         ips={n: v["IPAddress"] for n, v in networks.items() if v and v.get("IPAddress")},
+        health=health,
     )
 
 
@@ -103,6 +107,8 @@ def container_from_inspect(data: dict[str, Any]) -> ContainerInfo:
         image=(data.get("Config") or {}).get("Image"),
         ips={n: v["IPAddress"] for n, v in networks.items() if v and v.get("IPAddress")},
         oom_killed=bool(state.get("OOMKilled")),
+        health=(state.get("Health") or {}).get("Status") or None,
+        finished_at=state.get("FinishedAt") or None,
     )
 
 

@@ -116,6 +116,7 @@ async def run_agent(config: AgentConfig, *, started: asyncio.Event | None = None
             agent_port=config.listen_port,
             proxy_port=config.proxy_port,
             engine_deadline=3.0,
+            reserved=config.system_reserved,
         )
         node = NodeAgent(hb_client, node_name, facts, interval=config.heartbeat_interval,
                          healthy=runtime.ping)
@@ -133,6 +134,9 @@ async def run_agent(config: AgentConfig, *, started: asyncio.Event | None = None
                 environment=config.environment,
                 base_domain=config.base_domain,
                 stop_timeout=config.stop_timeout,
+                restart_backoff=config.restart_backoff,
+                restart_backoff_max=30 * config.restart_backoff,
+                restart_backoff_reset=60 * config.restart_backoff,
             ),
             runtime=runtime,
             client=client,
@@ -232,6 +236,11 @@ def _flag(name: str, *decls: str, **kwargs: Any) -> Callable[[Any], Any]:
 @_flag("base_domain", "--base-domain", help="Ingress base domain (CARA_BASE_DOMAIN).")
 @_flag("workers", "--workers", help="Projects reconciled at once (AGENT_WORKERS, 4).")
 @_flag("stop_timeout", "--stop-timeout", help="Container stop grace (AGENT_STOP_TIMEOUT).")
+@_flag("restart_backoff", "--restart-backoff",
+       help="First restart delay of a crashing service, doubling to 30x "
+            "(AGENT_RESTART_BACKOFF, default 10s).")
+@_flag("system_reserved", "--system-reserved",
+       help="Kept from projects' requests, e.g. cpu=0.5,memory=1Gi (AGENT_SYSTEM_RESERVED).")
 @_flag("pull_timeout", "--pull-timeout", help="Image pull deadline (AGENT_PULL_TIMEOUT).")
 @_flag("sweep_interval", "--sweep-interval", help="Orphan sweep period (AGENT_SWEEP_INTERVAL).")
 @_flag("token", "--token", help="Bearer token of the server's API (CARA_TOKEN).")

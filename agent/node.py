@@ -33,6 +33,7 @@ from caravanserai.api import (
     NotFound,
     ObjectMeta,
 )
+from caravanserai.api.quantities import format_cpus, parse_cpus, parse_memory
 from caravanserai.client import CaravanseraiClient
 
 log = structlog.get_logger("agent.node")
@@ -48,6 +49,20 @@ class NodeFacts:
     info: NodeInfo
     capacity: dict[str, str]
     network: NodeNetwork
+    # What projects may request: capacity minus the operator's system reservation.
+    allocatable: dict[str, str] | None = None
+
+
+def allocatable_of(capacity: dict[str, str], reserved: dict[str, str]) -> dict[str, str]:
+    """``capacity`` minus ``reserved`` (Kubernetes' --system-reserved), never below zero."""
+    out = dict(capacity)
+    if "cpu" in capacity and "cpu" in reserved:
+        left = max(0.0, parse_cpus(capacity["cpu"]) - parse_cpus(reserved["cpu"]))
+        out["cpu"] = format_cpus(left)
+    if "memory" in capacity and "memory" in reserved:
+        left_bytes = max(0, parse_memory(capacity["memory"]) - parse_memory(reserved["memory"]))
+        out["memory"] = f"{left_bytes // 1024}Ki"
+    return out
 
 
 def os_image() -> str | None:
@@ -75,6 +90,7 @@ async def gather_facts(
     agent_port: int,
     proxy_port: int,
     engine_deadline: float = 5.0,
+    reserved: dict[str, str] | None = None,
 ) -> NodeFacts:
     """Hostname, OS, kernel, Docker version and capacity (Docker's view when it answers)."""
     docker_version: str | None = None
@@ -104,7 +120,8 @@ async def gather_facts(
         agent_version=caravanserai.__version__,
     )
     network = NodeNetwork(ip=advertise_ip, agent_port=agent_port, proxy_port=proxy_port)
-    return NodeFacts(info=info, capacity=capacity, network=network)
+    return NodeFacts(info=info, capacity=capacity, network=network,
+                     allocatable=allocatable_of(capacity, reserved or {}))
 
 
 class NodeAgent:
@@ -133,7 +150,10 @@ class NodeAgent:
             state=NodeState.READY,
             network=self.facts.network,
             capacity=self.facts.capacity,
-            allocatable=self.facts.capacity,
+            allocatable=(
+                self.facts.allocatable if self.facts.allocatable is not None
+                else self.facts.capacity
+            ),
             info=self.facts.info,
         )
 

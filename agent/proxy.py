@@ -71,10 +71,20 @@ class RouteTable:
         self._routes: dict[str, Route] = {}
         self._by_project: dict[str, set[str]] = {}
         self._ips: dict[tuple[str, str], str] = {}
+        # (project, service) → why it must not get traffic (health: starting, exited, ...)
+        self._unready: dict[tuple[str, str], str] = {}
 
-    def set_project(self, project: str, routes: Iterable[Route], ips: dict[str, str]) -> None:
-        """Replace ``project``'s routes and its services' IPs."""
+    def set_project(
+        self,
+        project: str,
+        routes: Iterable[Route],
+        ips: dict[str, str],
+        unready: dict[str, str] | None = None,
+    ) -> None:
+        """Replace ``project``'s routes, its services' IPs and which are not ready."""
         self.remove_project(project)
+        for service, why in (unready or {}).items():
+            self._unready[(project, service)] = why
         hosts: set[str] = set()
         for route in routes:
             owner = self._routes.get(route.host)
@@ -94,6 +104,12 @@ class RouteTable:
                 del self._routes[host]
         for key in [k for k in self._ips if k[0] == project]:
             del self._ips[key]
+        for key in [k for k in self._unready if k[0] == project]:
+            del self._unready[key]
+
+    def not_ready(self, project: str, service: str) -> str | None:
+        """Why the service must not receive traffic now, or None when it may."""
+        return self._unready.get((project, service))
 
     def lookup(self, host: str) -> Route | None:
         return self._routes.get(naming.host_from_header(host))
@@ -118,21 +134,32 @@ def _wants_html(request: web.Request) -> bool:
 
 def bad_gateway(request: web.Request, detail: str) -> web.Response:
     """502 as problem+json, or a small HTML page for browsers."""
+    return _proxy_problem(request, 502, "Bad Gateway", "bad-gateway", detail)
+
+
+def unavailable(request: web.Request, detail: str) -> web.Response:
+    """503: the backend exists but is not ready (its healthcheck has not passed)."""
+    return _proxy_problem(request, 503, "Service Unavailable", "service-unavailable", detail)
+
+
+def _proxy_problem(
+    request: web.Request, status: int, title: str, slug: str, detail: str
+) -> web.Response:
     if _wants_html(request):
         body = (
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>502 Bad Gateway</title>"
-            "</head><body><h1>502 Bad Gateway</h1>"
+            f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{status} {title}"
+            f"</title></head><body><h1>{status} {title}</h1>"
             f"<p>{html.escape(detail)}</p><hr><p>Caravanserai ingress proxy</p></body></html>"
         )
-        return web.Response(status=502, text=body, content_type="text/html", charset="utf-8")
+        return web.Response(status=status, text=body, content_type="text/html", charset="utf-8")
     problem = {
-        "type": "https://caravanserai.dev/problems/bad-gateway",
-        "title": "Bad Gateway",
-        "status": 502,
+        "type": f"https://caravanserai.dev/problems/{slug}",
+        "title": title,
+        "status": status,
         "detail": detail,
     }
     return web.Response(
-        status=502, text=json.dumps(problem), content_type="application/problem+json"
+        status=status, text=json.dumps(problem), content_type="application/problem+json"
     )
 
 
@@ -208,6 +235,12 @@ class IngressProxy:
         host = naming.host_from_header(request.host)
         if route is None:
             return bad_gateway(request, f'Host "{host}" has no backend on this node.')
+        why = self.table.not_ready(route.project, route.service)
+        if why is not None:
+            return unavailable(
+                request,
+                f'Service "{route.service}" of project "{route.project}" is not ready ({why}).',
+            )
         # Bodies are read whole so a connection refused by a stale IP can be retried.
         body = await request.read()
         ip = self.table.ip(route.project, route.service)

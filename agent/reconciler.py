@@ -31,11 +31,27 @@ import structlog
 
 from agent import naming
 from agent.desired import ContainerSpec, ProjectPlan, SpecError, plan_project
+from agent.ordering import completes, unmet_dependencies
 from agent.proxy import RouteTable, routes_for
+from agent.restarts import BackOff, RestartTracker, wants_restart
 from agent.runtime import ContainerInfo, NameConflict, ResourceBusy, Runtime, RuntimeFailure
-from agent.status import Failure, apply_observation, observe, terminated_status
-from caravanserai.api import Conflict, NotFound, Project, ProjectPhase, ProjectStatus
+from agent.status import (
+    Failure,
+    ServiceContext,
+    apply_observation,
+    observe,
+    terminated_status,
+)
+from caravanserai.api import (
+    Conflict,
+    NotFound,
+    Project,
+    ProjectPhase,
+    ProjectStatus,
+    ServiceStatus,
+)
 from caravanserai.client import CaravanseraiClient
+from caravanserai.informer.clock import Clock, RealClock
 from caravanserai.informer.controller import Result
 from caravanserai.informer.informer import SharedInformer
 
@@ -44,6 +60,9 @@ log = structlog.get_logger("agent.reconciler")
 STARTING_RECHECK = 1.0
 BUSY_RECHECK = 1.0
 STATUS_WRITE_ATTEMPTS = 4
+# While a healthcheck is still "starting", look again this often (health_status events
+# trigger a reconcile too; this covers an event lost while the stream reconnects).
+HEALTH_RECHECK = 2.0
 
 
 @dataclass
@@ -52,6 +71,10 @@ class ReconcilerSettings:
     environment: str = "dev"
     base_domain: str = "cara.local"
     stop_timeout: float = 10.0
+    # CrashLoopBackOff: first delay, doubling up to the cap; reset after running this long.
+    restart_backoff: float = 10.0
+    restart_backoff_max: float = 300.0
+    restart_backoff_reset: float = 600.0
 
 
 @dataclass
@@ -65,6 +88,12 @@ class _ServiceOutcome:
 def container_ip(info: ContainerInfo, project: str) -> str | None:
     """The container's address on the project network (else any it has)."""
     return info.ips.get(naming.network_name(project)) or next(iter(info.ips.values()), None)
+
+
+def _not_ready_detail(status: ServiceStatus) -> str:
+    if status.state == "running" and status.health:
+        return f"health: {status.health}"
+    return str(status.state)
 
 
 def _is_ours(info: ContainerInfo | None, project: str, node: str) -> bool:
@@ -84,6 +113,7 @@ class ProjectReconciler:
         client: CaravanseraiClient,
         projects: SharedInformer[Project],
         routes: RouteTable,
+        clock: Clock | None = None,
     ) -> None:
         self.settings = settings
         self.node = settings.node
@@ -91,6 +121,12 @@ class ProjectReconciler:
         self.client = client
         self.projects = projects
         self.routes = routes
+        self.restarts = RestartTracker(
+            clock or RealClock(),
+            base=settings.restart_backoff,
+            cap=settings.restart_backoff_max,
+            reset_after=settings.restart_backoff_reset,
+        )
 
     # -- entry point ------------------------------------------------------------------------
 
@@ -157,24 +193,122 @@ class ProjectReconciler:
             await self._report(project, volume_failures, {})
             return None
 
-        outcomes: list[_ServiceOutcome] = []
+        uid = project.metadata.uid or name
+        reported = {s.name: s.restart_count or 0 for s in project.status.services}
+        healthchecked = frozenset(c.service for c in plan.containers if c.has_healthcheck)
+        waiting: dict[str, str] = {}
+        backoffs: dict[str, BackOff] = {}
+        restarted: list[_ServiceOutcome] = []
+        to_ensure: list[ContainerSpec] = []
+        for spec in plan.containers:
+            info = by_service.get(spec.service)
+            fresh = info is None or info.labels.get(naming.LABEL_CONFIG_HASH) != spec.config_hash
+            if fresh or (info is not None and info.state == "created"):
+                unmet = unmet_dependencies(spec, by_service, set(healthchecked))
+                if unmet:
+                    waiting[spec.service] = "waiting for " + ", ".join(unmet)
+                    continue
+            elif (
+                info is not None
+                and info.state in ("exited", "dead")
+                and wants_restart(spec.restart, info.exit_code)
+            ):
+                # Even in a rollout: a spec update does not skip the backoff (as Kubernetes).
+                outcome = await self._restart_policy(
+                    uid, spec, info, reported.get(spec.service, 0), backoffs
+                )
+                if outcome is not None:
+                    restarted.append(outcome)
+                continue
+            to_ensure.append(spec)
+
         async with asyncio.TaskGroup() as tg:
             tasks = [
                 tg.create_task(self._ensure_service(spec, by_service.get(spec.service), rollout))
-                for spec in plan.containers
+                for spec in to_ensure
             ]
-        outcomes = [t.result() for t in tasks]
+        outcomes = [*restarted, *(t.result() for t in tasks)]
         for outcome in outcomes:
             if outcome.acted:
                 plog.info("service converged", service=outcome.service, actions=outcome.acted)
+            if "started" in outcome.acted:
+                self.restarts.started(uid, outcome.service)
         for outcome in outcomes:
             if outcome.busy is not None:
                 raise outcome.busy
         failures = [o.failure for o in outcomes if o.failure is not None]
+        for service, wait in waiting.items():
+            plog.info("service waiting for its dependencies", service=service, detail=wait)
 
         await self._remove_undeclared_volumes(plan)
         observed = await self._observed_containers(plan)
-        return await self._report(project, failures, observed)
+        for spec in plan.containers:
+            # An exit seen only now (it crashed right after this pass started it): its
+            # backoff starts now, so the project is not reported Failed in between.
+            info = observed.get(spec.service)
+            if (
+                spec.service not in backoffs
+                and info is not None
+                and info.state in ("exited", "dead")
+                and wants_restart(spec.restart, info.exit_code)
+            ):
+                backoff = self.restarts.on_exit(
+                    uid, spec.service, f"{info.id}@{info.finished_at or ''}", info.exit_code,
+                    reported.get(spec.service, 0),
+                )
+                backoffs[spec.service] = backoff or BackOff(
+                    spec.service, 0.0, 0.0, info.exit_code
+                )
+        context = ServiceContext(
+            backoffs=backoffs,
+            restart_counts={
+                c.service: self.restarts.count(uid, c.service, reported.get(c.service, 0))
+                for c in plan.containers
+            },
+            waiting=waiting,
+            healthchecked=healthchecked,
+            completes=frozenset(completes(plan.containers)),
+        )
+        result = await self._report(project, failures, observed, context)
+        delays = [b.remaining for b in backoffs.values()]
+        if waiting:
+            delays.append(STARTING_RECHECK)
+        if any(
+            info is not None and info.health == "starting" for info in observed.values()
+        ):
+            delays.append(HEALTH_RECHECK)
+        if result is not None and result.requeue_after is not None:
+            delays.append(result.requeue_after)
+        return Result(requeue_after=min(delays)) if delays else result
+
+    async def _restart_policy(
+        self,
+        uid: str,
+        spec: ContainerSpec,
+        info: ContainerInfo,
+        reported: int,
+        backoffs: dict[str, BackOff],
+    ) -> _ServiceOutcome | None:
+        """An exited container its policy restarts: wait out the backoff, or start it now."""
+        detail = await self.runtime.inspect_container(info.id)
+        exit_id = f"{info.id}@{detail.finished_at if detail else ''}"
+        exit_code = detail.exit_code if detail is not None else info.exit_code
+        backoff = self.restarts.on_exit(uid, spec.service, exit_id, exit_code, reported)
+        if backoff is not None:
+            backoffs[spec.service] = backoff
+            log.info("service backing off before its restart", project=spec.project,
+                     service=spec.service, exit_code=exit_code,
+                     seconds=round(backoff.remaining, 3))
+            return None
+        outcome = _ServiceOutcome(spec.service)
+        try:
+            await self.runtime.start_container(info.id)
+        except RuntimeFailure as exc:
+            outcome.failure = Failure(exc.reason, exc.message, spec.service)
+            return outcome
+        count = self.restarts.restarted(uid, spec.service)
+        outcome.acted.append(f"restarted (policy {spec.restart.value}, restart {count})")
+        return outcome
 
     def _sort_existing(
         self, plan: ProjectPlan, existing: list[ContainerInfo]
@@ -338,24 +472,28 @@ class ProjectReconciler:
         project: Project,
         failures: list[Failure],
         observed: dict[str, ContainerInfo | None],
+        context: ServiceContext | None = None,
     ) -> Result | None:
         name = project.metadata.name
         services = [s.name for s in project.spec.services]
-        obs = observe(services, observed, failures)
+        obs = observe(services, observed, failures, context)
         if obs.phase == ProjectPhase.RUNNING:
+            # Traffic only to ready services: running, and healthy when health-checked.
+            ready = {s.name for s in obs.services if s.ready}
             ips = {
                 svc: ip
                 for svc, info in observed.items()
-                if info is not None and (ip := container_ip(info, name))
+                if info is not None and svc in ready and (ip := container_ip(info, name))
             }
             self.routes.set_project(
                 name,
                 routes_for(project, self.settings.environment, self.settings.base_domain),
                 ips,
+                unready={s.name: _not_ready_detail(s) for s in obs.services if not s.ready},
             )
         else:
             self.routes.remove_project(name)
-        if not obs.settled:
+        if not obs.settled and not obs.waiting:
             # Still starting (a container between create and start, paused, ...): no claim.
             return Result(requeue_after=STARTING_RECHECK)
         generation = project.metadata.generation
@@ -402,6 +540,7 @@ class ProjectReconciler:
     async def _terminate(self, project: Project) -> Result | None:
         name = project.metadata.name
         self.routes.remove_project(name)
+        self.restarts.forget(project.metadata.uid or name)
         removed = await self.teardown(name)
         if removed:
             log.info("project torn down", project=name, removed=removed)

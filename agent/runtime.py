@@ -66,6 +66,10 @@ class ContainerInfo:
     # network name → IP address
     ips: dict[str, str] = field(default_factory=dict)
     oom_killed: bool = False
+    # Docker's healthcheck state (starting, healthy, unhealthy), None without a healthcheck.
+    health: str | None = None
+    # When the container last exited (inspect only): tells one exit from the next.
+    finished_at: str | None = None
 
     @property
     def project(self) -> str | None:

@@ -27,7 +27,10 @@ from caravanserai.informer.informer import SharedInformer
 
 log = structlog.get_logger("agent.sweeper")
 
-TRIGGER_ACTIONS = frozenset({"die", "oom", "destroy", "start", "pause", "unpause"})
+# health_status: a healthcheck result changes readiness, routing and dependants waiting on it.
+TRIGGER_ACTIONS = frozenset(
+    {"die", "oom", "destroy", "start", "pause", "unpause", "health_status"}
+)
 
 
 class Sweeper:

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from caravanserai.api import Condition, Node, Project
-from caravanserai.api.project import ServiceDef
+from caravanserai.api.project import ProjectPhase, ServiceDef
+from caravanserai.api.quantities import format_cpus, format_memory
+from caravanserai.api.requests import ZERO, node_allocatable, project_request
 from cli.formatting import (
     NONE,
     UNKNOWN,
@@ -134,6 +136,24 @@ def _service(r: Report, svc: ServiceDef, state: str | None) -> None:
     ]
     r.add("Ports", ", ".join(ports) or NONE, indent=2)
     r.add("State", state or UNKNOWN, indent=2)
+    if svc.restart is not None:
+        r.add("Restart", svc.restart.value, indent=2)
+    if svc.depends_on:
+        r.add("Depends On", ", ".join(
+            f"{d.service} ({d.condition.value})" for d in svc.depends_on), indent=2)
+    if svc.healthcheck is not None:
+        hc = svc.healthcheck
+        timing = [f"{k}={v}" for k, v in (("interval", hc.interval), ("timeout", hc.timeout),
+                                           ("retries", hc.retries),
+                                           ("start-period", hc.start_period)) if v is not None]
+        r.add("Healthcheck", " ".join(hc.test) + (f" [{' '.join(timing)}]" if timing else ""),
+              indent=2)
+    if svc.resources is not None:
+        for title, block in (("Limits", svc.resources.limits),
+                             ("Requests", svc.resources.requests)):
+            if block is not None:
+                r.add(title, key_values({k: str(v) for k, v in block.model_dump(
+                    exclude_none=True).items()}), indent=2)
     r.add("Env", None if svc.env else NONE, indent=2)
     for e in svc.env:
         r.raw(f"{e.name}={e.value}", indent=3)
@@ -164,6 +184,12 @@ def describe_project(project: Project, now: datetime | None = None) -> str:
                 parts.append(f"exit code {st.exit_code}")
             if st.container_id:
                 parts.append(f"container {st.container_id[:12]}")
+            if st.health:
+                parts.append(f"health {st.health}")
+            if st.ready is not None:
+                parts.append("ready" if st.ready else "not ready")
+            if st.restart_count:
+                parts.append(f"restarts {st.restart_count}")
             state = ", ".join(parts[:1]) + (f" ({', '.join(parts[1:])})" if parts[1:] else "")
             if st.message:
                 state += f": {st.message}"
@@ -193,6 +219,31 @@ def describe_project(project: Project, now: datetime | None = None) -> str:
         indent=1,
     )
     return r.text()
+
+
+def _allocated(r: Report, node: Node, projects: Sequence[Project]) -> None:
+    """kubectl's "Allocated resources": the requests of the projects on the node against
+    what it offers."""
+    total = ZERO
+    for p in projects:
+        if p.status.phase not in (ProjectPhase.PENDING, ProjectPhase.TERMINATED, None):
+            total += project_request(p)
+    offer = node_allocatable(node)
+
+    def share(used: float, of: float | None) -> str:
+        return f" ({used / of:.0%})" if of else ""
+
+    r.add("Allocated Resources")
+    r.table(
+        ["Resource", "Requests", "Allocatable"],
+        [
+            ["cpu", format_cpus(total.cpus) + share(total.cpus, offer.cpus),
+             format_cpus(offer.cpus) if offer.cpus is not None else "unlimited"],
+            ["memory", format_memory(total.memory) + share(total.memory, offer.memory),
+             format_memory(offer.memory) if offer.memory is not None else "unlimited"],
+        ],
+        indent=1,
+    )
 
 
 def describe_node(node: Node, now: datetime | None = None, projects: Sequence[Project] = ()) -> str:
@@ -233,6 +284,7 @@ def describe_node(node: Node, now: datetime | None = None, projects: Sequence[Pr
         for k, v in sorted(resources.items()):
             r.add(k, v, indent=1)
 
+    _allocated(r, node, projects)
     _conditions(r, status.conditions, now)
     r.add("Projects", None if projects else NONE)
     if projects:

@@ -9,6 +9,7 @@ import click
 from cli.commands.apply import apply
 from cli.commands.completion import completion
 from cli.commands.config import config
+from cli.commands.convert import convert
 from cli.commands.delete import delete
 from cli.commands.describe import describe
 from cli.commands.get import get
@@ -74,7 +75,7 @@ def cli(ctx: click.Context) -> None:
 
 for _command in (
     apply, get, describe, delete, logs, port_forward, cordon, uncordon, drain, config, version,
-    completion,
+    completion, convert,
 ):
     cli.add_command(_command)
 

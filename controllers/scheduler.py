@@ -33,9 +33,11 @@ import asyncio
 import heapq
 from typing import Any
 
+from caravanserai.api.base import Condition, ConditionStatus, get_condition, set_condition
 from caravanserai.api.node import Node, NodeState
 from caravanserai.api.problems import Conflict, NotFound
-from caravanserai.api.project import Project, ProjectPhase
+from caravanserai.api.project import CONDITION_SCHEDULED, Project, ProjectPhase
+from caravanserai.api.requests import ZERO, Amount, node_allocatable, project_request
 from caravanserai.client.http import CaravanseraiClient
 from caravanserai.informer import (
     Controller,
@@ -46,6 +48,7 @@ from caravanserai.informer import (
     SharedInformer,
     index_by_phase,
 )
+from controllers.placement import REASON_UNSCHEDULABLE, Candidate, misfit, place
 from controllers.settings import load_settings
 
 __all__ = [
@@ -104,12 +107,23 @@ class LoadTracker:
         # (load, node) entries; stale ones (load moved on, node no longer eligible) are
         # skipped lazily by pick() and purged when the heap grows too large.
         self._heap: list[tuple[int, str]] = []
+        # Resource requests of projects that have any, and their sums per node.
+        self._requests: dict[str, Amount] = {}
+        self._allocated: dict[str, Amount] = {}
 
     # -- reads ----------------------------------------------------------------------------
 
     def load(self, node: str) -> int:
         """Projects counted on ``node`` (observed and assumed)."""
         return self._load.get(node, 0)
+
+    def node_of(self, project: str) -> str | None:
+        """The node ``project`` is counted on (assumed or observed), if any."""
+        return self._effective(project)
+
+    def allocated(self, node: str) -> Amount:
+        """Summed requests of the projects counted on ``node``."""
+        return self._allocated.get(node, ZERO)
 
     def loads(self) -> dict[str, int]:
         """Load of every eligible node."""
@@ -151,6 +165,19 @@ class LoadTracker:
 
     # -- projects -------------------------------------------------------------------------
 
+    def set_request(self, project: str, amount: Amount) -> None:
+        """Record what ``project`` requests (its spec may change while it sits on a node)."""
+        old = self._requests.get(project, ZERO)
+        if amount == old:
+            return
+        node = self._effective(project)
+        if node is not None:
+            self._allocated[node] = self._allocated.get(node, ZERO) + amount - old
+        if amount.zero:
+            self._requests.pop(project, None)
+        else:
+            self._requests[project] = amount
+
     def observe(self, project: str, node: str | None, rv: int) -> None:
         """The informer shows ``project`` at revision ``rv`` occupying ``node`` (or none).
 
@@ -164,26 +191,27 @@ class LoadTracker:
             self._observed.pop(project, None)
         else:
             self._observed[project] = node
-        self._move(before, self._effective(project))
+        self._move(before, self._effective(project), project)
 
     def forget(self, project: str) -> None:
         """The project was deleted."""
         before = self._effective(project)
         self._observed.pop(project, None)
         self._assumed.pop(project, None)
-        self._move(before, None)
+        self._move(before, None, project)
+        self._requests.pop(project, None)
 
     def assume(self, project: str, node: str, rv: int) -> None:
         """Count ``project`` on ``node`` now; ``rv`` is the revision the write is based on."""
         before = self._effective(project)
         self._assumed[project] = (node, rv)
-        self._move(before, node)
+        self._move(before, node, project)
 
     def unassume(self, project: str) -> None:
         """The write failed: count the project where the informer last saw it."""
         before = self._effective(project)
         if self._assumed.pop(project, None) is not None:
-            self._move(before, self._effective(project))
+            self._move(before, self._effective(project), project)
 
     # -- internals ------------------------------------------------------------------------
 
@@ -191,9 +219,19 @@ class LoadTracker:
         assumption = self._assumed.get(project)
         return assumption[0] if assumption is not None else self._observed.get(project)
 
-    def _move(self, before: str | None, after: str | None) -> None:
+    def _move(self, before: str | None, after: str | None, project: str) -> None:
         if before == after:
             return
+        amount = self._requests.get(project)
+        if amount is not None:
+            if before is not None:
+                left = self._allocated.get(before, ZERO) - amount
+                if left.zero:
+                    self._allocated.pop(before, None)
+                else:
+                    self._allocated[before] = left
+            if after is not None:
+                self._allocated[after] = self._allocated.get(after, ZERO) + amount
         if before is not None:
             self._load[before] = self._load.get(before, 0) - 1
             if self._load[before] <= 0:
@@ -228,6 +266,8 @@ class Scheduler:
         self.nodes = nodes
         self.tracker = tracker
         self.log = log
+        # Pending projects no node fits now: retried when nodes or load change.
+        self.unschedulable: set[str] = set()
 
     def choose(self) -> str | None:
         """The least-loaded schedulable node, double-checked against the node cache (the
@@ -248,15 +288,15 @@ class Scheduler:
         if assumption is not None and assumption[1] == rv:
             # Our write for exactly this version succeeded; the informer has not shown it yet.
             return None
-        node = self.choose()
+        request = project_request(project)
+        self.tracker.set_request(name, request)
+        # Without requests the tracker's heap decides in O(log nodes); with requests the
+        # nodes are filtered by what is left on them.
+        node = self.choose() if request.zero else self.fit(request)
         if node is None:
-            self.log.info(
-                "project.unschedulable",
-                kind="Project",
-                name=name,
-                reason="no Ready, schedulable node; waiting for one",
-            )
+            await self._unschedulable(project, request)
             return None
+        self.unschedulable.discard(name)
         # Assume before the first await: concurrent workers see this decision at once.
         self.tracker.assume(name, node, rv)
         try:
@@ -284,6 +324,53 @@ class Scheduler:
             "project.scheduled", kind="Project", name=name, node=node, load=self.tracker.load(node)
         )
         return None
+
+
+    def fit(self, request: Amount) -> str | None:
+        """The least-loaded node ``request`` fits on. The spread pick usually fits (O(log
+        nodes)); only when it does not are all nodes filtered (O(nodes))."""
+        first = self.choose()
+        if first is None:
+            return None
+        n = self.nodes.get(first)
+        if n is not None and not misfit(
+            request, node_allocatable(n), self.tracker.allocated(first)
+        ):
+            return first
+        node, _ = place(request, self._candidates())
+        return node
+
+    def _candidates(self) -> list[Candidate]:
+        return [
+            Candidate(n.metadata.name, n, self.tracker.load(n.metadata.name),
+                      self.tracker.allocated(n.metadata.name))
+            for n in self.nodes.list()
+        ]
+
+    async def _unschedulable(self, project: Project, request: Amount) -> None:
+        """Say why on the project (Pending, reason Unschedulable), once per new reason."""
+        name = project.metadata.name
+        self.unschedulable.add(name)
+        _, message = place(request, self._candidates())
+        self.log.info("project.unschedulable", kind="Project", name=name, reason=message)
+        # Its own condition (type Scheduled), so the Phase condition keeps saying why the
+        # project is Pending (new, or moved off a NotReady node).
+        current = get_condition(project.status.conditions, CONDITION_SCHEDULED)
+        if current is not None and (current.reason, current.message) == (
+            REASON_UNSCHEDULABLE, message
+        ):
+            return
+        body = project.model_copy(deep=True)
+        set_condition(body.status.conditions, Condition(
+            type=CONDITION_SCHEDULED, status=ConditionStatus.FALSE,
+            reason=REASON_UNSCHEDULABLE, message=message,
+        ))
+        try:
+            await self.client.projects.update_status(body)
+        except (Conflict, NotFound) as exc:
+            # It changed meanwhile: the informer event that follows brings it back here.
+            self.log.debug("project.unschedulable_write_skipped", kind="Project", name=name,
+                           error=str(exc))
 
 
 class SchedulerController:
@@ -316,14 +403,33 @@ def controller(ctx: ControllerContext) -> RunnableController:
 
     def project_changed(project: Project) -> None:
         name = project.metadata.name
+        before = tracker.node_of(name)
+        tracker.set_request(name, project_request(project))
         tracker.observe(name, occupied_node(project), revision(project))
         if project.status.phase is ProjectPhase.PENDING:
             ctrl.enqueue(name)
+        else:
+            reconciler.unschedulable.discard(name)
+        if before is not None and tracker.node_of(name) != before:
+            load_freed()
 
     def project_deleted(project: Project) -> None:
-        tracker.forget(project.metadata.name)
+        name = project.metadata.name
+        reconciler.unschedulable.discard(name)
+        freed = tracker.node_of(name) is not None
+        tracker.forget(name)
+        if freed:
+            load_freed()
 
     requeue_scheduled = False
+
+    def load_freed() -> None:
+        """Room on a node: the projects that fit nowhere get another look (coalesced)."""
+        nonlocal requeue_scheduled
+        if not reconciler.unschedulable or requeue_scheduled:
+            return
+        requeue_scheduled = True
+        asyncio.get_running_loop().call_soon(requeue_pending)
 
     def requeue_pending() -> None:
         nonlocal requeue_scheduled
@@ -338,7 +444,8 @@ def controller(ctx: ControllerContext) -> RunnableController:
         # New capacity: every waiting project gets another chance now. Not during the
         # initial list (the projects' own initial adds queue them), and coalesced: a burst
         # of nodes turning Ready requeues the Pending projects once, not once per node.
-        if ok and not schedulable(old) and node_registration.has_synced:
+        grown = ok and old is not None and old.status.allocatable != node.status.allocatable
+        if ok and (not schedulable(old) or grown) and node_registration.has_synced:
             if requeue_scheduled:
                 return
             requeue_scheduled = True

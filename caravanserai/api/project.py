@@ -50,6 +50,69 @@ class PortMapping(WireModel):
     protocol: Protocol = Protocol.TCP
 
 
+class RestartPolicy(StrEnum):
+    """Compose's ``restart``: what the agent does when a service's container exits."""
+
+    NO = "no"
+    ALWAYS = "always"
+    ON_FAILURE = "on-failure"
+    UNLESS_STOPPED = "unless-stopped"
+
+
+class DependencyCondition(StrEnum):
+    """Compose's ``depends_on.condition``: when a dependency counts as ready."""
+
+    SERVICE_STARTED = "service_started"
+    SERVICE_HEALTHY = "service_healthy"
+    SERVICE_COMPLETED_SUCCESSFULLY = "service_completed_successfully"
+
+
+class HealthCheck(WireModel):
+    """Compose's ``healthcheck``, run by Docker inside the container.
+
+    ``test`` is ``["CMD", exe, args...]``, ``["CMD-SHELL", "command"]`` or ``["NONE"]``;
+    durations are Compose's (``"10s"``, ``"1m30s"``).
+    """
+
+    test: list[str]
+    interval: str | None = None
+    timeout: str | None = None
+    retries: int | None = None
+    start_period: str | None = None
+
+
+class ServiceDependency(WireModel):
+    """One entry of ``dependsOn``: start this service once ``service`` meets ``condition``."""
+
+    service: str
+    condition: DependencyCondition = DependencyCondition.SERVICE_STARTED
+
+
+class ResourceLimits(WireModel):
+    """Hard limits applied to the container (``docker run --cpus --memory --pids-limit``)."""
+
+    cpus: float | str | None = None
+    memory: int | str | None = None
+    pids: int | None = None
+
+
+class ResourceRequests(WireModel):
+    """What the scheduler reserves on the node for this service."""
+
+    cpus: float | str | None = None
+    memory: int | str | None = None
+
+
+class Resources(WireModel):
+    """Compose's ``deploy.resources``: limits enforced by Docker, requests for scheduling.
+
+    Memory is ``512Mi``/``1Gi`` (or ``512m``/``1g``, bytes as a number); CPUs ``0.5``/``"500m"``.
+    """
+
+    limits: ResourceLimits | None = None
+    requests: ResourceRequests | None = None
+
+
 class ServiceDef(WireModel):
     """One container of the project. Its name is its DNS hostname on the project network."""
 
@@ -61,6 +124,12 @@ class ServiceDef(WireModel):
     command: list[str] | None = None
     entrypoint: list[str] | None = None
     ports: list[PortMapping] = Field(default_factory=list)
+    # Compose names and defaults: "no" keeps an exited container exited (Failed).
+    # Unset means "no" (Compose's default): an exited container leaves the project Failed.
+    restart: RestartPolicy | None = None
+    healthcheck: HealthCheck | None = None
+    depends_on: list[ServiceDependency] | None = None
+    resources: Resources | None = None
 
 
 class VolumeDef(WireModel):
@@ -99,6 +168,11 @@ class ServiceStatus(WireModel):
     state: str | None = None  # Docker's state: created, running, exited, ...
     exit_code: int | None = None
     message: str | None = None
+    # Times the agent restarted the container under the service's restart policy.
+    restart_count: int | None = None
+    # Docker's health of a service with a healthcheck: starting, healthy or unhealthy.
+    health: str | None = None
+    ready: bool | None = None
 
 
 class PhaseTransition(WireModel):
@@ -139,3 +213,6 @@ CONDITION_PHASE = "Phase"
 CONDITION_CONTAINERS_RUNNING = "ContainersRunning"
 CONDITION_NOT_READY_AT = "NotReadyAt"
 CONDITION_TERMINATING_AT = "TerminatingAt"
+# True when every service runs and every service with a healthcheck is healthy.
+CONDITION_PROJECT_READY = "Ready"
+CONDITION_SCHEDULED = "Scheduled"

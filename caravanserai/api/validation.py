@@ -58,6 +58,7 @@ from caravanserai.api.base import API_VERSION, ObjectMeta
 from caravanserai.api.node import Node
 from caravanserai.api.problems import BadRequest, FieldError, Invalid
 from caravanserai.api.project import Project
+from caravanserai.api.service_rules import check_dependencies, check_service_extras
 
 # --------------------------------------------------------------------------------------------
 # Patterns. Written in the common subset of Python ``re`` and ECMA-262 regular expressions, so
@@ -545,6 +546,10 @@ def _check_project(obj: Mapping[str, Any]) -> _Errors:
     for path, service in _items(services, "spec.services"):
         _check_unique_label(errs, service, path, "service", seen_services)
         _check_service(errs, service, path, declared_volumes, host_ports)
+        for field, message in check_service_extras(service, path):
+            errs.add(field, message)
+    for field, message in check_dependencies(services):
+        errs.add(field, message)
     declared_services = _names(services)
 
     seen_ingress: set[str] = set()

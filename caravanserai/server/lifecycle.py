@@ -17,6 +17,7 @@ from caravanserai.api.problems import FieldError, Invalid
 from caravanserai.api.project import (
     CONDITION_NOT_READY_AT,
     CONDITION_PHASE,
+    CONDITION_SCHEDULED,
     CONDITION_TERMINATING_AT,
     PhaseTransition,
     ProjectPhase,
@@ -119,6 +120,9 @@ def _enter(status: ProjectStatus, phase: ProjectPhase) -> None:
         status.node_ref = None
         remove_condition(status.conditions, CONDITION_NOT_READY_AT)
         remove_condition(status.conditions, CONDITION_TERMINATING_AT)
+    if phase is ProjectPhase.SCHEDULED:
+        # The scheduler's "why not" (Scheduled=False, Unschedulable) is answered now.
+        remove_condition(status.conditions, CONDITION_SCHEDULED)
 
 
 def set_phase(

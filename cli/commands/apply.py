@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from caravanserai.api import (
 from caravanserai.api.project import CONDITION_PHASE
 from caravanserai.client.errors import ClientError
 from caravanserai.client.http import CaravanseraiClient
+from cli.compose import expand_compose
 from cli.context import State, get_state, global_options
 from cli.errors import CommandError, PartialFailure, echo_error, object_error
 from cli.kinds import resources_of
@@ -141,18 +143,23 @@ async def _wait_running(client: CaravanseraiClient, name: str, progress: Progres
               metavar="FILE|DIR|-",
               help="Manifest file, directory of manifests, or - for stdin (repeatable).")
 @click.option("-R", "--recursive", is_flag=True, help="Read directories recursively.")
+@click.option("-p", "--project-name", default=None,
+              help="Project name for a Compose file (default: its name:, else its directory).")
 @click.option("--wait", is_flag=True,
               help="Wait until every applied project is Running (or Failed: exit 1).")
 @WAIT_TIMEOUT
 @global_options
 def apply(
-    filenames: tuple[str, ...], recursive: bool, wait: bool, wait_timeout: float | None
+    filenames: tuple[str, ...], recursive: bool, project_name: str | None, wait: bool,
+    wait_timeout: float | None,
 ) -> None:
     """Create or update projects and nodes from YAML or JSON manifests.
 
     Every document is validated first; if any is invalid, every error is printed and
     nothing is changed. Existing objects are updated (with their resourceVersion, so a
     concurrent change is never overwritten blindly); identical ones are left unchanged.
+    A Compose file (top-level services, no apiVersion) is converted to a Project first
+    (see caractrl convert); unsupported keys are reported per service.
 
     \b
     Examples:
@@ -160,11 +167,15 @@ def apply(
       caractrl apply -f manifests/ -f node.yaml
       cat project.yaml | caractrl apply -f -
       caractrl apply -f project.yaml --wait
+      caractrl apply -f compose.yaml -p shop
     """
     state = get_state()
-    manifests = validate_documents(
-        read_documents(filenames, sys.stdin, recursive=recursive)
+    documents, warnings = expand_compose(
+        read_documents(filenames, sys.stdin, recursive=recursive), project_name, os.environ
     )
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    manifests = validate_documents(documents)
     state.run(lambda c: _apply_all(c, state, manifests, wait, wait_timeout))
 
 

@@ -5,6 +5,10 @@
     .venv/bin/python hack/bench/schedule.py                  # embedded PostgreSQL
     .venv/bin/python hack/bench/schedule.py --dsn postgresql://postgres@127.0.0.1:5432/postgres
     .venv/bin/python hack/bench/schedule.py --projects 2000 --nodes 200 --floor 2000
+    .venv/bin/python hack/bench/schedule.py --requests     # resource-aware path
+
+With ``--requests`` every project requests 0.1 CPU and 100Mi and every node offers 4 CPUs
+and 16Gi, so each decision takes the resource-aware path (fit, then spread).
 
 1. A scratch database is seeded with ``--nodes`` Ready nodes and ``--projects`` Pending
    projects, written with the server's own functions (``new_object``, ``apply_heartbeat``)
@@ -58,21 +62,30 @@ from caravanserai.server import lifecycle
 from caravanserai.server.routes_resources import new_object
 from caravanserai.store.postgres import PostgresStore
 
+REQUESTS = {"requests": {"cpus": 0.1, "memory": "100Mi"}}
+ALLOCATABLE = {"cpu": "4", "memory": "16Gi"}
 
-def a_project(name: str) -> Project:
+
+def a_project(name: str, requests: bool = False) -> Project:
+    service: dict[str, Any] = {"name": "web", "image": "busybox:latest"}
+    if requests:
+        service["resources"] = REQUESTS
     return Project.model_validate(
         {
             "metadata": {"name": name, "labels": {"bench": "schedule"}},
-            "spec": {"services": [{"name": "web", "image": "busybox:latest"}]},
+            "spec": {"services": [service]},
         }
     )
 
 
-async def seed(dsn: str, nodes: int, projects: int, concurrency: int = 32) -> int:
+async def seed(
+    dsn: str, nodes: int, projects: int, concurrency: int = 32, requests: bool = False
+) -> int:
     """Write the Ready nodes and Pending projects; returns the revision after seeding."""
     store = await PostgresStore.open(dsn, pool_min=4, pool_max=concurrency)
     sem = asyncio.Semaphore(concurrency)
-    ready = Heartbeat(state=NodeState.READY)
+    ready = Heartbeat(state=NodeState.READY, capacity=ALLOCATABLE if requests else None,
+                      allocatable=ALLOCATABLE if requests else None)
 
     def beat(obj: dict[str, Any]) -> dict[str, Any]:
         status = NodeStatus.model_validate(obj.get("status") or {})
@@ -89,7 +102,7 @@ async def seed(dsn: str, nodes: int, projects: int, concurrency: int = 32) -> in
 
     async def project(i: int) -> None:
         async with sem:
-            await store.create(new_object(a_project(f"proj-{i:05d}"), utcnow()))
+            await store.create(new_object(a_project(f"proj-{i:05d}", requests), utcnow()))
 
     try:
         await asyncio.gather(*(node(i) for i in range(nodes)))
@@ -223,9 +236,10 @@ async def observe(
 
 async def run(args: argparse.Namespace, dsn: str, log_path: Path) -> None:
     t = time.perf_counter()
-    revision = await seed(dsn, args.nodes, args.projects)
+    revision = await seed(dsn, args.nodes, args.projects, requests=args.requests)
     print(
-        f"seeded {args.nodes} Ready nodes and {args.projects} Pending projects "
+        f"seeded {args.nodes} Ready nodes and {args.projects} Pending projects"
+        f"{' with resource requests' if args.requests else ''} "
         f"in {time.perf_counter() - t:.1f} s (revision {revision})"
     )
     with server(dsn, log_path, args.workers) as (base, started):
@@ -273,6 +287,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--floor", type=int, default=0, help="also time this many plain store writes"
+    )
+    parser.add_argument(
+        "--requests", action="store_true",
+        help="projects request CPU and memory; nodes offer allocatable (resource-aware path)",
     )
     args = parser.parse_args()
     log_dir = Path(tempfile.mkdtemp(prefix="cara-bench-schedule-"))

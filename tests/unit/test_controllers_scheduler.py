@@ -198,7 +198,13 @@ async def test_not_found_unassumes() -> None:
 async def test_no_ready_node_waits_without_polling() -> None:
     s, client, _ = _scheduler([project("p")], [node("a", NodeState.DRAINING)])
     assert await s.reconcile("p") is None  # no requeue: a node event will wake it
-    assert client.calls == []
+    # Only the why, on the Pending project: no assignment.
+    [call] = client.calls
+    assert call.method == "projects.update_status"
+    cond = call.args[0].status.conditions[-1]
+    assert (cond.type, cond.status.value, cond.reason, cond.message) == (
+        "Scheduled", "False", "Unschedulable", "0/1 nodes fit: 1 draining")
+    assert "p" in s.unschedulable
 
 
 async def test_only_pending_projects_are_scheduled() -> None:
@@ -251,7 +257,9 @@ async def test_node_becoming_ready_requeues_pending_projects() -> None:
         await informers.wait_for_sync()
         await asyncio.sleep(0.05)
         await asyncio.wait_for(runnable.controller.queue.wait_idle(), 5)
-        assert client.calls == []
+        # Only the why (Unschedulable on each Pending project), no assignment.
+        assert {c.method for c in client.calls} == {"projects.update_status"}
+        client.calls.clear()
         # What the reflector does with the node's MODIFIED event.
         nodes_informer = informers.nodes()
         ready = node("a", rv=5)
