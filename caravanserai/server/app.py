@@ -446,7 +446,7 @@ def create_app(
     app[CONFIG] = config
     app[STORE] = store
     app[METRICS] = metrics
-    app[WATCHES] = WatchRegistry()
+    app[WATCHES] = WatchRegistry(cache_bytes=config.watch_cache_bytes // 2)
     routes = route_table()
     register(app, routes)
     app[OPENAPI_KEY] = build_openapi(routes)

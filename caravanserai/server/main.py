@@ -38,6 +38,7 @@ from caravanserai.server.manager import controller_manager
 from caravanserai.server.tracing import setup_tracing
 
 if TYPE_CHECKING:
+    from caravanserai.store.hub import HubLimits
     from caravanserai.store.postgres import PostgresStore
 
 log = get_logger("caravanserai.server")
@@ -51,6 +52,17 @@ class StartupError(Exception):
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
+
+
+def hub_limits(config: ServerConfig) -> HubLimits:
+    """The watch hub's bounds from the server configuration."""
+    from caravanserai.store.hub import HubLimits
+
+    return HubLimits(
+        ring_bytes=config.watch_cache_bytes,
+        watcher_bytes=config.watch_queue_bytes,
+        future_wait=config.watch_future_wait,
+    )
 
 
 async def open_store(config: ServerConfig) -> PostgresStore:
@@ -77,6 +89,7 @@ async def open_store(config: ServerConfig) -> PostgresStore:
                 compaction_interval=config.compaction_interval,
                 connect_timeout=config.connect_timeout,
                 application_name=PROG,
+                hub_limits=hub_limits(config),
             )
     except TimeoutError:
         raise StartupError(

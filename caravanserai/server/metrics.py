@@ -58,6 +58,13 @@ class Metrics:
             ("kind", "type"),
             registry=self.registry,
         )
+        self.slow_watchers = Counter(
+            "cara_watch_slow_terminated",
+            "Watch streams ended with 410 because the client read slower than events came "
+            "(more than watch_queue_bytes queued).",
+            ("kind",),
+            registry=self.registry,
+        )
         self.revision = Gauge(
             "cara_store_revision",
             "The highest store revision this server has seen (writes, lists, watch events).",
