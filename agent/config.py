@@ -23,6 +23,9 @@ when unset instead of being required.
 | pull_timeout       | AGENT_PULL_TIMEOUT   | --pull-timeout       | 10m                         |
 | sweep_interval     | AGENT_SWEEP_INTERVAL | --sweep-interval     | 5m                          |
 | token              | CARA_TOKEN           | --token              | unset                       |
+| runtime            | AGENT_RUNTIME        | --runtime            | docker (or fake: hollow)    |
+| fake_start_latency | AGENT_FAKE_START_LATENCY | --fake-start-latency | 0s                      |
+| fake_failure_rate  | AGENT_FAKE_FAILURE_RATE  | --fake-failure-rate  | 0                       |
 
 ``token`` is the server's ``CARA_API_TOKEN`` when the server requires one: the agent sends
 it to the server, and requires it on its own API (logs, port-forward), which only the
@@ -72,6 +75,9 @@ ENV_VARS: dict[str, str] = {
     "pull_timeout": "AGENT_PULL_TIMEOUT",
     "sweep_interval": "AGENT_SWEEP_INTERVAL",
     "token": "CARA_TOKEN",
+    "runtime": "AGENT_RUNTIME",
+    "fake_start_latency": "AGENT_FAKE_START_LATENCY",
+    "fake_failure_rate": "AGENT_FAKE_FAILURE_RATE",
 }
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
@@ -157,6 +163,10 @@ class AgentConfig:
     pull_timeout: float = 600.0
     sweep_interval: float = 300.0
     token: str | None = field(default=None, repr=False)
+    # "fake": a hollow node (agent/fake_runtime.py) for simulating large clusters.
+    runtime: str = "docker"
+    fake_start_latency: float = 0.0
+    fake_failure_rate: float = 0.0
 
     @property
     def proxy_host(self) -> str:
@@ -175,7 +185,21 @@ def _convert(key: str, value: Any) -> Any:
     """Turn a raw value (string from env/.env, typed from YAML) into the field's type."""
     if key == "debug":
         return parse_bool(value, key)
-    if key in ("heartbeat_interval", "stop_timeout", "pull_timeout", "sweep_interval"):
+    if key == "runtime":
+        text = str(value).strip().lower()
+        if text not in ("docker", "fake"):
+            raise ConfigError(f"runtime: expected docker or fake, got {value!r}")
+        return text
+    if key == "fake_failure_rate":
+        try:
+            rate = float(str(value).strip())
+        except ValueError:
+            raise ConfigError(f"fake_failure_rate: expected a number, got {value!r}") from None
+        if not 0.0 <= rate <= 1.0:
+            raise ConfigError("fake_failure_rate: must be between 0 and 1")
+        return rate
+    if key in ("heartbeat_interval", "stop_timeout", "pull_timeout", "sweep_interval",
+               "fake_start_latency"):
         return parse_duration(value, key)
     if key == "listen_port":
         return parse_port(value, key)
