@@ -28,6 +28,7 @@ value, and an explicitly empty or false value counts.
 | watch_cache_bytes | ``CARA_WATCH_CACHE_BYTES`` | ``watch_cache_bytes`` | - | 64 MiB |
 | watch_queue_bytes | ``CARA_WATCH_QUEUE_BYTES`` | ``watch_queue_bytes`` | - | 16 MiB |
 | watch_future_wait | ``CARA_WATCH_FUTURE_WAIT`` | ``watch_future_wait`` | - | 3 s |
+| workers | ``CARA_WORKERS`` | ``workers`` | ``--workers`` | 1 (``auto``: one per CPU) |
 
 ``config.yaml`` keys may also be written as the environment names (``DATABASE_URL:``).
 """
@@ -108,6 +109,12 @@ def _parse_positive_int(text: str) -> int:
     return value
 
 
+def _parse_workers(text: str) -> int:
+    from caravanserai.server.workers import parse_workers
+
+    return parse_workers(text)
+
+
 def _parse_optional_str(text: str) -> str | None:
     # An explicitly empty value unsets (e.g. OTEL_COLLECTOR_URL= overriding config.yaml).
     return text.strip() or None
@@ -141,6 +148,7 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("watch_cache_bytes", "CARA_WATCH_CACHE_BYTES", _parse_positive_int),
     _Setting("watch_queue_bytes", "CARA_WATCH_QUEUE_BYTES", _parse_positive_int),
     _Setting("watch_future_wait", "CARA_WATCH_FUTURE_WAIT", _parse_non_negative_seconds),
+    _Setting("workers", "CARA_WORKERS", _parse_workers),
 )
 _BY_NAME = {s.name: s for s in _SETTINGS}
 _BY_ENV = {s.env: s for s in _SETTINGS}
@@ -183,6 +191,8 @@ class ServerConfig:
     watch_queue_bytes: int = 16 * 1024 * 1024
     # How long a watch from a revision this server has not reached waits before a 504.
     watch_future_wait: float = 3.0
+    # Server processes on the one port (caravanserai/server/workers.py).
+    workers: int = 1
     # Where each value came from ("default", "config.yaml", ".env", "environment", "flag"),
     # for error messages and the startup log.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
