@@ -220,7 +220,8 @@ def _resource_routes(
                     {"application/json": list_model, NDJSON: WatchEvent},
                 ),
             ),
-            problems=(400, 404, 405, 410),
+            # 504: a watch from a revision this server has not reached (Retry-After: 1).
+            problems=(400, 404, 405, 410, 504),
         ),
         RouteSpec(
             "GET",
