@@ -25,6 +25,9 @@ when unset instead of being required.
 | restart_backoff    | AGENT_RESTART_BACKOFF | --restart-backoff   | 10s                         |
 | system_reserved    | AGENT_SYSTEM_RESERVED | --system-reserved   | none (cpu=0.5,memory=1Gi)   |
 | token              | CARA_TOKEN           | --token              | unset                       |
+| runtime            | AGENT_RUNTIME        | --runtime            | docker (or fake: hollow)    |
+| fake_start_latency | AGENT_FAKE_START_LATENCY | --fake-start-latency | 0s                      |
+| fake_failure_rate  | AGENT_FAKE_FAILURE_RATE  | --fake-failure-rate  | 0                       |
 
 ``token`` is the server's ``CARA_API_TOKEN`` when the server requires one: the agent sends
 it to the server, and requires it on its own API (logs, port-forward), which only the
@@ -78,6 +81,9 @@ ENV_VARS: dict[str, str] = {
     "restart_backoff": "AGENT_RESTART_BACKOFF",
     "system_reserved": "AGENT_SYSTEM_RESERVED",
     "token": "CARA_TOKEN",
+    "runtime": "AGENT_RUNTIME",
+    "fake_start_latency": "AGENT_FAKE_START_LATENCY",
+    "fake_failure_rate": "AGENT_FAKE_FAILURE_RATE",
 }
 
 def parse_reserved(value: object) -> dict[str, str]:
@@ -195,6 +201,10 @@ class AgentConfig:
     # Kept from what projects may request (allocatable = capacity - reserved).
     system_reserved: dict[str, str] = field(default_factory=dict)
     token: str | None = field(default=None, repr=False)
+    # "fake": a hollow node (agent/fake_runtime.py) for simulating large clusters.
+    runtime: str = "docker"
+    fake_start_latency: float = 0.0
+    fake_failure_rate: float = 0.0
 
     @property
     def proxy_host(self) -> str:
@@ -215,6 +225,21 @@ def _convert(key: str, value: Any) -> Any:
         return parse_bool(value, key)
     if key in ("heartbeat_interval", "stop_timeout", "pull_timeout", "sweep_interval",
                "restart_backoff"):
+    if key == "runtime":
+        text = str(value).strip().lower()
+        if text not in ("docker", "fake"):
+            raise ConfigError(f"runtime: expected docker or fake, got {value!r}")
+        return text
+    if key == "fake_failure_rate":
+        try:
+            rate = float(str(value).strip())
+        except ValueError:
+            raise ConfigError(f"fake_failure_rate: expected a number, got {value!r}") from None
+        if not 0.0 <= rate <= 1.0:
+            raise ConfigError("fake_failure_rate: must be between 0 and 1")
+        return rate
+    if key in ("heartbeat_interval", "stop_timeout", "pull_timeout", "sweep_interval",
+               "fake_start_latency"):
         return parse_duration(value, key)
     if key == "listen_port":
         return parse_port(value, key)

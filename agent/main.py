@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import click
 import structlog
 from aiohttp import web
@@ -26,6 +27,7 @@ from agent import naming
 from agent.agent_api import AgentAPI
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.docker_runtime import DockerRuntime
+from agent.fake_runtime import FakeRuntime
 from agent.node import NodeAgent, gather_facts
 from agent.proxy import IngressProxy, RouteTable
 from agent.reconciler import ProjectReconciler, ReconcilerSettings
@@ -88,19 +90,41 @@ async def _start_site(app: web.Application, host: str, port: int, what: str) -> 
     return runner
 
 
-async def run_agent(config: AgentConfig, *, started: asyncio.Event | None = None) -> None:
-    """Run the agent until cancelled."""
+def make_runtime(config: AgentConfig) -> DockerRuntime | FakeRuntime:
+    """The container engine ``config.runtime`` names: Docker, or in-memory (hollow node)."""
+    if config.runtime == "fake":
+        return FakeRuntime(start_latency=config.fake_start_latency,
+                           failure_rate=config.fake_failure_rate)
+    return DockerRuntime(config.docker_host, pull_timeout=config.pull_timeout)
+
+
+async def run_agent(
+    config: AgentConfig,
+    *,
+    started: asyncio.Event | None = None,
+    runtime: Runtime | None = None,
+    session: aiohttp.ClientSession | None = None,
+    heartbeat_session: aiohttp.ClientSession | None = None,
+    serve: bool = True,
+) -> None:
+    """Run the agent until cancelled.
+
+    Hollow nodes (``hack/sim/hollow-nodes``) run many agents in one event loop: they pass
+    their ``runtime``, share the HTTP ``session``s and do not ``serve`` the agent API and
+    ingress proxy (thousands of listeners would load the machine, not the control plane).
+    """
     advertise_ip = config.advertise_address()
     node_name = config.node_name
     log.info("starting cara-agent", node=node_name, server=config.server_url,
-             docker=config.docker_host, advertise_ip=advertise_ip)
+             docker=config.docker_host, runtime=config.runtime, advertise_ip=advertise_ip)
     runners: list[web.AppRunner] = []
     async with contextlib.AsyncExitStack() as stack:
-        runtime = await stack.enter_async_context(
-            DockerRuntime(config.docker_host, pull_timeout=config.pull_timeout)
+        engine: Runtime = (
+            runtime if runtime is not None
+            else await stack.enter_async_context(make_runtime(config))
         )
         client = await stack.enter_async_context(
-            CaravanseraiClient(config.server_url, token=config.token)
+            CaravanseraiClient(config.server_url, token=config.token, session=session)
         )
         # The heartbeat has a session of its own: a busy pool never delays it.
         hb_client = await stack.enter_async_context(
@@ -108,10 +132,11 @@ async def run_agent(config: AgentConfig, *, started: asyncio.Event | None = None
                 config.server_url,
                 token=config.token,
                 timeout=max(2.0, min(10.0, config.heartbeat_interval)),
+                session=heartbeat_session,
             )
         )
         facts = await gather_facts(
-            runtime,
+            engine,
             advertise_ip=advertise_ip,
             agent_port=config.listen_port,
             proxy_port=config.proxy_port,
@@ -119,7 +144,7 @@ async def run_agent(config: AgentConfig, *, started: asyncio.Event | None = None
             reserved=config.system_reserved,
         )
         node = NodeAgent(hb_client, node_name, facts, interval=config.heartbeat_interval,
-                         healthy=runtime.ping)
+                         healthy=engine.ping)
 
         routes = RouteTable()
         informer: SharedInformer[Project] = SharedInformer(
@@ -138,7 +163,7 @@ async def run_agent(config: AgentConfig, *, started: asyncio.Event | None = None
                 restart_backoff_max=30 * config.restart_backoff,
                 restart_backoff_reset=60 * config.restart_backoff,
             ),
-            runtime=runtime,
+            runtime=engine,
             client=client,
             projects=informer,
             routes=routes,
@@ -151,7 +176,7 @@ async def run_agent(config: AgentConfig, *, started: asyncio.Event | None = None
             reconcile_timeout=config.pull_timeout + 4 * (config.stop_timeout + 30),
         )
         controller.watch(informer)
-        sweeper = Sweeper(runtime, informer, controller.enqueue, node=node_name,
+        sweeper = Sweeper(engine, informer, controller.enqueue, node=node_name,
                           interval=config.sweep_interval)
 
         def requeue_everything() -> None:
@@ -159,17 +184,15 @@ async def run_agent(config: AgentConfig, *, started: asyncio.Event | None = None
                 controller.enqueue(project.metadata.name)
             sweeper.trigger()
 
-        proxy = IngressProxy(routes, make_resolver(runtime))
-        api = AgentAPI(runtime, node_name, token=config.token)
+        proxy = IngressProxy(routes, make_resolver(engine))
+        api = AgentAPI(engine, node_name, token=config.token)
         try:
             # Binding is immediate; doing it first makes a taken port a clean startup error.
-            runners.append(
-                await _start_site(api.app, config.listen_host, config.listen_port, "agent API")
-            )
-            runners.append(
-                await _start_site(proxy.app, config.proxy_host, config.proxy_port,
-                                  "ingress proxy")
-            )
+            if serve:
+                runners.append(await _start_site(api.app, config.listen_host,
+                                                 config.listen_port, "agent API"))
+                runners.append(await _start_site(proxy.app, config.proxy_host,
+                                                 config.proxy_port, "ingress proxy"))
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(node.run(), name="heartbeat")
                 tg.create_task(informer.run(), name="project-informer")
@@ -177,7 +200,7 @@ async def run_agent(config: AgentConfig, *, started: asyncio.Event | None = None
                 tg.create_task(sweeper.run(), name="sweeper")
                 tg.create_task(
                     watch_container_events(
-                        runtime, node=node_name, enqueue=controller.enqueue,
+                        engine, node=node_name, enqueue=controller.enqueue,
                         on_reconnect=requeue_everything,
                     ),
                     name="docker-events",
@@ -244,6 +267,12 @@ def _flag(name: str, *decls: str, **kwargs: Any) -> Callable[[Any], Any]:
 @_flag("pull_timeout", "--pull-timeout", help="Image pull deadline (AGENT_PULL_TIMEOUT).")
 @_flag("sweep_interval", "--sweep-interval", help="Orphan sweep period (AGENT_SWEEP_INTERVAL).")
 @_flag("token", "--token", help="Bearer token of the server's API (CARA_TOKEN).")
+@_flag("runtime", "--runtime", help="Container engine: docker, or fake for a hollow node "
+       "that runs nothing (AGENT_RUNTIME).")
+@_flag("fake_start_latency", "--fake-start-latency",
+       help="With --runtime=fake: time a container takes to start (AGENT_FAKE_START_LATENCY).")
+@_flag("fake_failure_rate", "--fake-failure-rate",
+       help="With --runtime=fake: share of starts that fail, 0-1 (AGENT_FAKE_FAILURE_RATE).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
               help="config.yaml to read (default ./config.yaml).")
 @click.option("--env-file", "env_file", type=click.Path(path_type=Path), default=None,

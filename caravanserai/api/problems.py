@@ -98,6 +98,16 @@ class Expired(CaravanseraiError):
     status, title, slug = 410, "Gone", "expired"
 
 
+class TooLargeResourceVersion(CaravanseraiError):
+    """A watch from a revision this server has not reached (it waited a moment for it).
+
+    Kubernetes answers 504 "Too large resource version" with ``Retry-After: 1``; clients
+    retry, and an informer relists (after a database failover the revision may never come).
+    """
+
+    status, title, slug = 504, "Gateway Timeout", "too-large-resource-version"
+
+
 class PayloadTooLarge(CaravanseraiError):
     status, title, slug = 413, "Payload Too Large", "payload-too-large"
 
@@ -130,6 +140,8 @@ def error_from_problem(problem: Problem) -> CaravanseraiError:
     cls = ERRORS_BY_STATUS.get(problem.status, CaravanseraiError)
     if cls is Conflict and problem.type.endswith("/already-exists"):
         cls = AlreadyExists
+    if problem.type.endswith("/" + TooLargeResourceVersion.slug):
+        cls = TooLargeResourceVersion
     err = cls(problem.detail or problem.title, problem.errors)
     if cls is CaravanseraiError:
         err.status = problem.status  # type: ignore[misc]

@@ -112,6 +112,11 @@ def parse_field_selector(text: str | None) -> list[Requirement]:
     return reqs
 
 
+def field_value(obj: Mapping[str, Any], key: str) -> str:
+    """The value a field selector on ``key`` (one of ``FIELD_PATHS``) compares with."""
+    return _field_value(obj, key)
+
+
 def _field_value(obj: Mapping[str, Any], key: str) -> str:
     value: Any = obj
     for part in FIELD_PATHS[key]:
@@ -152,6 +157,21 @@ class Selector:
     @property
     def empty(self) -> bool:
         return not (self.labels or self.fields or self.any_of)
+
+    def required_values(self, key: str) -> frozenset[str] | None:
+        """The values field ``key`` must take for an object to match (None: any value).
+
+        Used to index watchers (``status.nodeRef=n1`` is only ever interested in objects
+        whose nodeRef is, or was, ``n1``). Empty when the terms contradict each other.
+        """
+        allowed: frozenset[str] | None = None
+        for r in self.fields:
+            if r.key == key and r.op == "=":
+                allowed = r.values if allowed is None else allowed & r.values
+        for k, values in self.any_of:
+            if k == key:
+                allowed = values if allowed is None else allowed & values
+        return allowed
 
     def matches(self, obj: Mapping[str, Any] | None) -> bool:
         """Whether the object (its JSON/wire dict form) is selected. None never matches."""

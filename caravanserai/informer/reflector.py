@@ -5,7 +5,9 @@ reporting each change as a :class:`Delta`:
 
 - a stream that ends or breaks is resumed from the last revision seen (events or
   bookmarks) — no relist, no missed or duplicated event;
-- ``410 Gone`` (the revision left the event log) triggers a relist whose *difference* with
+- ``410 Gone`` (the revision left the event log, or the server ended a watcher that fell
+  too far behind) and ``504`` "too large resource version" (the server has not reached
+  the revision, e.g. after a database failover) trigger a relist whose *difference* with
   the cache is delivered as adds, updates and deletes, so handlers never miss a delete;
 - errors back off exponentially with jitter (0.8 s doubling to 30 s by default);
 - a stream silent for longer than ``liveness_timeout`` (no event, no bookmark) is dropped
@@ -25,7 +27,7 @@ import structlog
 from prometheus_client import Counter
 
 from caravanserai.api.node import Node
-from caravanserai.api.problems import Expired
+from caravanserai.api.problems import Expired, TooLargeResourceVersion
 from caravanserai.api.project import Project
 from caravanserai.api.watch import EventType
 from caravanserai.client.watch import WatchEvent
@@ -125,10 +127,15 @@ class Reflector(Generic[T]):
                     delay = self.backoff.next()
             except asyncio.CancelledError:
                 raise
-            except Expired:
-                WATCH_ERRORS.labels(self.kind, "expired").inc()
+            except (Expired, TooLargeResourceVersion) as exc:
+                # Too large: the server waited for our revision and has not reached it
+                # (after a database failover it never will): a fresh list is the truth.
+                reason = "expired" if isinstance(exc, Expired) else "too_large"
+                WATCH_ERRORS.labels(self.kind, reason).inc()
                 self._log.info(
-                    "revision expired, relisting", resource_version=self.resource_version
+                    "revision expired, relisting" if reason == "expired"
+                    else "revision ahead of the server, relisting",
+                    resource_version=self.resource_version,
                 )
                 need_list = True
                 # Relist at once, unless a fresh list's revision expired straight away.

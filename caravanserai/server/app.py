@@ -221,7 +221,8 @@ def _resource_routes(
                     {"application/json": list_model, NDJSON: WatchEvent},
                 ),
             ),
-            problems=(400, 404, 405, 410),
+            # 504: a watch from a revision this server has not reached (Retry-After: 1).
+            problems=(400, 404, 405, 410, 504),
         ),
         RouteSpec(
             "GET",
@@ -447,7 +448,7 @@ def create_app(
     app[CONFIG] = config
     app[STORE] = store
     app[METRICS] = metrics
-    app[WATCHES] = WatchRegistry()
+    app[WATCHES] = WatchRegistry(cache_bytes=config.watch_cache_bytes // 2)
     routes = route_table()
     register(app, routes)
     add_ui_routes(app)

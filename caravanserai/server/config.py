@@ -25,6 +25,10 @@ value, and an explicitly empty or false value counts.
 | db_pool_size | ``CARA_DB_POOL_SIZE`` | ``db_pool_size`` | - | 20 |
 | connect_timeout | ``CARA_CONNECT_TIMEOUT`` | ``connect_timeout`` | - | 10 s |
 | api_token | ``CARA_API_TOKEN`` | ``api_token`` | - | unset (no authentication) |
+| watch_cache_bytes | ``CARA_WATCH_CACHE_BYTES`` | ``watch_cache_bytes`` | - | 64 MiB |
+| watch_queue_bytes | ``CARA_WATCH_QUEUE_BYTES`` | ``watch_queue_bytes`` | - | 16 MiB |
+| watch_future_wait | ``CARA_WATCH_FUTURE_WAIT`` | ``watch_future_wait`` | - | 3 s |
+| workers | ``CARA_WORKERS`` | ``workers`` | ``--workers`` | 1 (``auto``: one per CPU) |
 
 ``config.yaml`` keys may also be written as the environment names (``DATABASE_URL:``).
 """
@@ -105,6 +109,12 @@ def _parse_positive_int(text: str) -> int:
     return value
 
 
+def _parse_workers(text: str) -> int:
+    from caravanserai.server.workers import parse_workers
+
+    return parse_workers(text)
+
+
 def _parse_optional_str(text: str) -> str | None:
     # An explicitly empty value unsets (e.g. OTEL_COLLECTOR_URL= overriding config.yaml).
     return text.strip() or None
@@ -135,6 +145,10 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("db_pool_size", "CARA_DB_POOL_SIZE", _parse_positive_int),
     _Setting("connect_timeout", "CARA_CONNECT_TIMEOUT", _parse_seconds),
     _Setting("api_token", "CARA_API_TOKEN", _parse_optional_str),
+    _Setting("watch_cache_bytes", "CARA_WATCH_CACHE_BYTES", _parse_positive_int),
+    _Setting("watch_queue_bytes", "CARA_WATCH_QUEUE_BYTES", _parse_positive_int),
+    _Setting("watch_future_wait", "CARA_WATCH_FUTURE_WAIT", _parse_non_negative_seconds),
+    _Setting("workers", "CARA_WORKERS", _parse_workers),
 )
 _BY_NAME = {s.name: s for s in _SETTINGS}
 _BY_ENV = {s.env: s for s in _SETTINGS}
@@ -171,6 +185,14 @@ class ServerConfig:
     # When set, every /api/v1 request must carry ``Authorization: Bearer <token>`` (401
     # otherwise); health, readiness, metrics and the OpenAPI document stay open.
     api_token: str | None = field(default=None, repr=False)
+    # Watch-path memory: recent events kept for watchers (the encoded-line cache gets half
+    # as much again), and the most one watcher may have queued before it is ended with 410.
+    watch_cache_bytes: int = 64 * 1024 * 1024
+    watch_queue_bytes: int = 16 * 1024 * 1024
+    # How long a watch from a revision this server has not reached waits before a 504.
+    watch_future_wait: float = 3.0
+    # Server processes on the one port (caravanserai/server/workers.py).
+    workers: int = 1
     # Where each value came from ("default", "config.yaml", ".env", "environment", "flag"),
     # for error messages and the startup log.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)

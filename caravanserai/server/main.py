@@ -38,6 +38,7 @@ from caravanserai.server.manager import controller_manager
 from caravanserai.server.tracing import setup_tracing
 
 if TYPE_CHECKING:
+    from caravanserai.store.hub import HubLimits
     from caravanserai.store.postgres import PostgresStore
 
 log = get_logger("caravanserai.server")
@@ -51,6 +52,17 @@ class StartupError(Exception):
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
+
+
+def hub_limits(config: ServerConfig) -> HubLimits:
+    """The watch hub's bounds from the server configuration."""
+    from caravanserai.store.hub import HubLimits
+
+    return HubLimits(
+        ring_bytes=config.watch_cache_bytes,
+        watcher_bytes=config.watch_queue_bytes,
+        future_wait=config.watch_future_wait,
+    )
 
 
 async def open_store(config: ServerConfig) -> PostgresStore:
@@ -77,6 +89,7 @@ async def open_store(config: ServerConfig) -> PostgresStore:
                 compaction_interval=config.compaction_interval,
                 connect_timeout=config.connect_timeout,
                 application_name=PROG,
+                hub_limits=hub_limits(config),
             )
     except TimeoutError:
         raise StartupError(
@@ -144,16 +157,20 @@ async def serve(
     started: Callable[[], None] | None = None,
     stop: asyncio.Event | None = None,
     handle_signals: bool = True,
+    reuse_port: bool = False,
+    sigint: bool = True,
 ) -> None:
     """Run the server until SIGTERM/SIGINT (or ``stop`` is set); raise StartupError early.
 
     ``extra_startup`` is passed to :func:`create_app` (the controller manager's hook);
     ``started`` is called once the server listens. ``handle_signals=False`` leaves the
     signals to the caller, which then sets ``stop`` (``--dev`` stops its agent first).
+    ``reuse_port`` shares the port with other workers (``--workers``, SO_REUSEPORT);
+    ``sigint=False`` leaves Ctrl-C to a supervisor.
     """
     stop = stop or asyncio.Event()
     if not handle_signals:
-        await _serve(config, stop, [], extra_startup, started)
+        await _serve(config, stop, [], extra_startup, started, reuse_port)
         log.info("shutdown.complete")
         return
     loop = asyncio.get_running_loop()
@@ -168,12 +185,13 @@ async def serve(
 
     # Installed before anything else: a SIGTERM that arrives while starting (e.g. right
     # after "listening") must mean "shut down gracefully", not the default instant death.
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    signals = (signal.SIGTERM, signal.SIGINT) if sigint else (signal.SIGTERM,)
+    for sig in signals:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
-        await _serve(config, stop, received, extra_startup, started)
+        await _serve(config, stop, received, extra_startup, started, reuse_port)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in signals:
             loop.remove_signal_handler(sig)
     log.info("shutdown.complete")
 
@@ -184,6 +202,7 @@ async def _serve(
     received: list[str],
     extra_startup: Sequence[CleanupContext],
     started: Callable[[], None] | None,
+    reuse_port: bool = False,
 ) -> None:
     tracing_middleware, stop_tracing = setup_tracing(config.otel_collector_url)
     store = await open_store(config)
@@ -199,7 +218,7 @@ async def _serve(
             access_log=None,  # our middleware logs each request (with its duration)
         )
         await runner.setup()
-        site = web.TCPSite(runner, config.host, config.port)
+        site = web.TCPSite(runner, config.host, config.port, reuse_port=reuse_port or None)
         try:
             await site.start()
         except OSError as exc:
@@ -212,7 +231,8 @@ async def _serve(
             started()
         addresses = [_format_address(a) for a in runner.addresses]
         log.info(
-            "listening",
+            # A --workers worker: the supervisor says "listening" once all of them are.
+            "worker.listening" if reuse_port else "listening",
             address=addresses[0] if addresses else f"{config.host}:{config.port}",
             addresses=addresses,
             version=caravanserai.__version__,
@@ -239,6 +259,17 @@ def _format_address(address: Any) -> str:
     return str(address)
 
 
+def _workers_flag(value: str | None) -> int | None:
+    from caravanserai.server.workers import parse_workers
+
+    if value is None:
+        return None
+    try:
+        return parse_workers(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--workers'") from None
+
+
 @click.command(name=PROG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--host", default=None, help="Address to listen on [env HOST; default 0.0.0.0].")
 @click.option("--port", type=click.IntRange(0, 65535), default=None,
@@ -260,6 +291,9 @@ def _format_address(address: Any) -> str:
 @click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="With --dev: the embedded PostgreSQL's data directory [env CARA_DATA_DIR; "
               "default in the user data directory].")
+@click.option("--workers", default=None, metavar="N|auto",
+              help="Server processes sharing the port, to use several cores [env "
+              "CARA_WORKERS; default 1; auto: one per CPU; not with --dev].")
 @click.version_option(caravanserai.__version__, prog_name=PROG)
 def main(
     host: str | None,
@@ -272,6 +306,7 @@ def main(
     dev: bool,
     node_name: str | None,
     data_dir: Path | None,
+    workers: str | None,
 ) -> None:
     """The Caravanserai control-plane API server.
 
@@ -286,6 +321,7 @@ def main(
         "database_url": database_url,
         "debug": debug,
         "otel_collector_url": otel_collector_url,
+        "workers": _workers_flag(workers),
     }
     if not dev and (node_name is not None or data_dir is not None):
         click.echo(f"{PROG}: --node-name and --data-dir only apply with --dev", err=True)
@@ -298,9 +334,16 @@ def main(
         click.echo(f"{PROG}: {exc}", err=True)
         sys.exit(1)
     if dev:
+        if config.workers != 1:
+            click.echo(f"{PROG}: --workers does not apply with --dev (one process)", err=True)
+            sys.exit(2)
         _main_dev(config, node_name, data_dir)
         return
     configure_logging(debug=config.debug, app=PROG)
+    if config.workers > 1:
+        from caravanserai.server.workers import run_workers
+
+        sys.exit(run_workers(config, config.workers))
     held = HeldLogs()
     try:
         # The controller manager (issue 4): CARA_CONTROLLERS etc. are read here, so a bad

@@ -7,6 +7,7 @@ Each app owns its registry (not the process-global default), so several apps in 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 from aiohttp import web
@@ -19,6 +20,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
 
 from caravanserai.logging import get_logger
@@ -51,6 +53,7 @@ class Metrics:
             "Watch streams currently open, by kind.",
             ("kind",),
             registry=self.registry,
+            multiprocess_mode="livesum",  # with --workers: the sum over live workers
         )
         self.events_delivered = Counter(
             "cara_watch_events_delivered",
@@ -58,10 +61,18 @@ class Metrics:
             ("kind", "type"),
             registry=self.registry,
         )
+        self.slow_watchers = Counter(
+            "cara_watch_slow_terminated",
+            "Watch streams ended with 410 because the client read slower than events came "
+            "(more than watch_queue_bytes queued).",
+            ("kind",),
+            registry=self.registry,
+        )
         self.revision = Gauge(
             "cara_store_revision",
             "The highest store revision this server has seen (writes, lists, watch events).",
             registry=self.registry,
+            multiprocess_mode="livemax",
         )
         self._revision = 0
 
@@ -72,6 +83,11 @@ class Metrics:
             self.revision.set(revision)
 
     def render(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # --workers: every worker's values, aggregated (caravanserai/server/workers.py).
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
         # The informer library (work queues, reconcilers, leader election) registers in the
         # process-wide default registry, so a third-party controller's metrics show up too.
         return generate_latest(self.registry) + generate_latest(REGISTRY)

@@ -32,6 +32,8 @@ _PROBLEM_TITLES = {
     422: "Invalid object: `errors` names every bad field",
     500: "Internal error (details are in the server log)",
     503: "Unavailable: request timed out, database unreachable, or shutting down",
+    504: "Too large resource version: the server has not reached the watch's revision "
+    "(Retry-After: 1); relist if it persists",
 }
 _ALWAYS = (500, 503)
 

@@ -20,6 +20,7 @@ from caravanserai.api.problems import (
     PROBLEM_TYPE_BASE,
     CaravanseraiError,
     Problem,
+    TooLargeResourceVersion,
 )
 from caravanserai.logging import get_logger
 
@@ -57,6 +58,8 @@ def problem_response(
 def error_response(exc: CaravanseraiError, request: web.Request | None = None) -> web.Response:
     # RFC 9110: a 401 names the scheme the client should use.
     headers = {"WWW-Authenticate": 'Bearer realm="caravanserai"'} if exc.status == 401 else None
+    if isinstance(exc, TooLargeResourceVersion):
+        headers = {"Retry-After": "1"}  # as kube-apiserver: the revision may arrive shortly
     return problem_response(
         exc.to_problem(instance=request.path if request else None), headers=headers
     )

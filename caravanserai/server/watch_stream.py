@@ -19,16 +19,24 @@ One line per event, ``{"type": "ADDED|MODIFIED|DELETED|BOOKMARK|ERROR", "object"
 
 Watchers share the store's hub (one LISTEN connection per process, no polling per watch).
 On shutdown every open stream is ended cleanly (terminating chunk), not reset.
+
+Fan-out costs: each event is encoded once per wire form (kind, revision, type) and the
+same bytes go to every watcher that receives it (a byte-bounded cache); events arriving
+together leave in one write. Memory is bounded per watcher: its undelivered events plus the
+socket's unsent bytes may not exceed ``watch_queue_bytes``. A client that does not read
+that fast is ended with the 410 ERROR event (it relists), as kube-apiserver closes an
+unresponsive watcher; ``cara_watch_slow_terminated_total`` counts them. A watch from a
+revision this server has not reached waits ``watch_future_wait`` seconds for it, then gets
+``504`` "too large resource version" with ``Retry-After: 1`` (informers relist).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from caravanserai.api.base import API_VERSION
@@ -40,7 +48,7 @@ from caravanserai.logging import get_logger
 from caravanserai.server.httputil import bool_param, ordered
 from caravanserai.server.problems import dumps
 from caravanserai.server.state import CONFIG, METRICS, STORE, WATCHES
-from caravanserai.store.types import Obj
+from caravanserai.store.types import Obj, Watch
 
 log = get_logger("caravanserai.server.watch")
 
@@ -48,26 +56,39 @@ NDJSON = "application/x-ndjson"
 # Without handler cancellation (aiohttp's default) a vanished client is only noticed when we
 # write or look: idle watches look at least this often.
 _LIVENESS_CHECK = 5.0
-# At most this many events go out in one write (bounds a write's size when far behind).
+# At most this many events / bytes go out in one write (bounds a write's size when behind).
 _MAX_BATCH = 256
+_MAX_BATCH_BYTES = 1024 * 1024
 # A stream that wrote less than this long ago is "busy": it lingers before writing.
 _BUSY = 0.05
 _ENCODED_CACHE_SIZE = 4096
+# How long the last line (ERROR) and the end of a stream may wait for a client that does not
+# read, before the connection is dropped (its unsent bytes freed).
+_FINAL_WRITE_TIMEOUT = 10.0
 
 
 class _ActiveWatch:
     """One open stream, as seen by the registry (to end it on shutdown)."""
 
-    __slots__ = ("stopping", "task", "waiting")
+    __slots__ = ("ended", "stopping", "task", "waiting")
 
     def __init__(self, task: asyncio.Task[Any] | None) -> None:
         self.task = task
-        self.waiting = False  # inside store.next(): safe to cancel
+        # Inside store.next() or waiting for the socket to drain: safe to cancel (a write
+        # puts its whole chunk in the transport before it waits, so no line is cut).
+        self.waiting = False
         self.stopping = False
+        self.ended = False  # the hub ended the watch (too slow): next() raises Expired
 
     def stop(self) -> None:
         self.stopping = True
-        # Only interrupt a wait: cancelling a write could cut a line in half.
+        self._interrupt()
+
+    def end(self) -> None:
+        self.ended = True
+        self._interrupt()
+
+    def _interrupt(self) -> None:
         if self.waiting and self.task is not None:
             self.task.cancel()
 
@@ -76,13 +97,20 @@ class WatchRegistry:
     """The open watch streams of one app, and a cache of encoded event lines.
 
     Encoding is the dominant per-watcher cost (hundreds of watchers receive the same
-    object): a line is encoded once per (kind, revision, type) and shared.
+    object): a line is encoded once per (kind, revision, type) and shared. The cache is
+    bounded by count and by bytes (oldest first out: watchers read near the head).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, cache_bytes: int = 32 * 1024 * 1024) -> None:
         self._active: set[_ActiveWatch] = set()
         self.closing = False
-        self._encoded: OrderedDict[tuple[str, int, str], bytes] = OrderedDict()
+        self._encoded: dict[tuple[str, int, str], bytes] = {}
+        self._encoded_bytes = 0
+        self._cache_bytes = cache_bytes
+
+    @property
+    def cached_bytes(self) -> int:
+        return self._encoded_bytes
 
     def __len__(self) -> int:
         return len(self._active)
@@ -103,15 +131,25 @@ class WatchRegistry:
         key = (kind, revision, type_)
         line = self._encoded.get(key)
         if line is None:
-            line = (dumps({"type": type_, "object": ordered(obj)}) + "\n").encode()
-            self._encoded[key] = line
-            if len(self._encoded) > _ENCODED_CACHE_SIZE:
-                self._encoded.popitem(last=False)
+            line = _line(type_, obj)
+            if len(line) > self._cache_bytes // 4:
+                return line  # a huge object: not worth evicting everything else for
+            encoded = self._encoded
+            encoded[key] = line
+            self._encoded_bytes += len(line)
+            while len(encoded) > _ENCODED_CACHE_SIZE or self._encoded_bytes > self._cache_bytes:
+                oldest = next(iter(encoded))
+                self._encoded_bytes -= len(encoded.pop(oldest))
         return line
 
 
 def _line(type_: EventType | str, obj: Obj) -> bytes:
-    return (dumps({"type": str(type_), "object": ordered(obj)}) + "\n").encode()
+    data = {"type": str(type_), "object": ordered(obj)}
+    try:
+        # orjson: the same compact UTF-8 JSON as ``problems.dumps``, several times faster.
+        return orjson.dumps(data) + b"\n"
+    except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits, which json handles
+        return (dumps(data) + "\n").encode()
 
 
 def bookmark(kind: ResourceKind, revision: int) -> Obj:
@@ -170,10 +208,8 @@ async def serve_watch(
 ) -> web.StreamResponse:
     """Stream watch events until the timeout, an ERROR, the client leaving or shutdown."""
     app = request.app
-    config, store, metrics, registry = app[CONFIG], app[STORE], app[METRICS], app[WATCHES]
-    start, bookmarks, duration = params.start, params.bookmarks, params.duration
-    interval = config.bookmark_interval
-    linger = config.watch_linger
+    store, metrics, registry = app[STORE], app[METRICS], app[WATCHES]
+    start = params.start
     if registry.closing:
         raise Unavailable("server is shutting down; reconnect to another replica or retry")
 
@@ -183,7 +219,40 @@ async def serve_watch(
         listed = await store.list(kind.kind, selector)
         initial, start = listed.items, listed.revision
         metrics.observe_revision(start)
+    watch = store.watch(
+        kind.kind, start, selector, max_queued_bytes=app[CONFIG].watch_queue_bytes
+    )
+    expired: Expired | None = None
+    try:
+        # Before the 200: a revision ahead of this server is a plain 504 problem (with
+        # Retry-After), found after a short wait; an expired one is the ERROR event below.
+        await watch.start()
+    except Expired as exc:
+        expired = exc
+    except BaseException:
+        await watch.aclose()
+        raise
+    try:
+        return await _stream(request, kind, watch, initial, start, listed_first, params, expired)
+    finally:
+        await watch.aclose()
 
+
+async def _stream(
+    request: web.Request,
+    kind: ResourceKind,
+    watch: Watch,
+    initial: list[Obj],
+    start: int,
+    listed_first: bool,
+    params: WatchParams,
+    expired: Expired | None,
+) -> web.StreamResponse:
+    app = request.app
+    config, metrics, registry = app[CONFIG], app[METRICS], app[WATCHES]
+    bookmarks, duration = params.bookmarks, params.duration
+    interval = config.bookmark_interval
+    linger = config.watch_linger
     response = web.StreamResponse(
         status=200,
         headers={
@@ -203,6 +272,16 @@ async def serve_watch(
     gauge = metrics.open_watches.labels(kind.kind)
     gauge.inc()
     delivered: dict[str, Any] = {}
+    transport = request.transport
+
+    def unsent() -> int:
+        return transport.get_write_buffer_size() if transport is not None else 0
+
+    def ended_by_hub() -> None:
+        metrics.slow_watchers.labels(kind.kind).inc()
+        active.end()
+
+    watch.set_output(unsent, ended_by_hub)
 
     def count(type_: str, n: int = 1) -> None:
         child = delivered.get(type_)
@@ -222,91 +301,146 @@ async def serve_watch(
     sent = 0
     revision = start
     try:
+        if expired is not None:
+            raise expired
         for i in range(0, len(initial), _MAX_BATCH):
             chunk = initial[i : i + _MAX_BATCH]
             await response.write(b"".join(_line(EventType.ADDED, obj) for obj in chunk))
             count("ADDED", len(chunk))
             sent += len(chunk)
-        async with store.watch(kind.kind, start, selector) as watch:
-            if listed_first and bookmarks:
-                # "The initial state above is the state at revision L" (a resume point).
-                await response.write(_line(EventType.BOOKMARK, bookmark(kind, start)))
-                count("BOOKMARK")
-            deadline = loop.time() + duration
-            last_line = loop.time()
-            while not active.stopping:
-                now = loop.time()
-                remaining = deadline - now
-                if remaining <= 0:
-                    break
-                wait = min(remaining, last_line + interval - now) if bookmarks else remaining
-                wait = min(wait, _LIVENESS_CHECK)
-                active.waiting = True
-                try:
-                    event = await watch.next(timeout=max(wait, 0.0))
-                except asyncio.CancelledError:
-                    if active.stopping and task is not None:
-                        task.uncancel()  # our own shutdown signal: end cleanly below
-                        break
-                    raise
-                finally:
-                    active.waiting = False
-                if event is None:
-                    transport = request.transport
-                    if transport is None or transport.is_closing():
-                        ended = "client gone"
-                        break
-                    if bookmarks and loop.time() - last_line >= interval:
-                        revision = max(revision, watch.revision)
-                        await response.write(_line(EventType.BOOKMARK, bookmark(kind, revision)))
-                        count("BOOKMARK")
-                        last_line = loop.time()
+        if listed_first and bookmarks:
+            # "The initial state above is the state at revision L" (a resume point).
+            await response.write(_line(EventType.BOOKMARK, bookmark(kind, start)))
+            count("BOOKMARK")
+        deadline = loop.time() + duration
+        last_line = loop.time()
+        while not active.stopping:
+            now = loop.time()
+            remaining = deadline - now
+            if remaining <= 0:
+                break
+            wait = min(remaining, last_line + interval - now) if bookmarks else remaining
+            wait = min(wait, _LIVENESS_CHECK)
+            active.waiting = True
+            try:
+                event = await watch.next(timeout=max(wait, 0.0))
+            except asyncio.CancelledError:
+                if (active.stopping or active.ended) and task is not None:
+                    task.uncancel()  # our own signal: end cleanly below / get Expired
                     continue
-                # Coalesce whatever else is already available into one write: under load a
-                # wake-up and a syscall per event per watcher are the dominant cost of
-                # fan-out. In a busy stream (the previous write was moments ago) wait a
-                # little first, so events arriving together go out together; an event after
-                # a quiet spell goes out at once.
-                if linger > 0 and loop.time() - last_line < _BUSY:
-                    await asyncio.sleep(linger)
-                lines: list[bytes] = []
-                types: dict[str, int] = {}
-                while event is not None:
-                    type_ = str(event.type)
-                    lines.append(registry.encode(kind.kind, event.revision, type_, event.object))
-                    types[type_] = types.get(type_, 0) + 1
-                    revision = event.revision
-                    if len(lines) >= _MAX_BATCH:
-                        break
-                    event = await watch.next(timeout=0)
+                raise
+            finally:
+                active.waiting = False
+            if event is None:
+                if transport is None or transport.is_closing():
+                    ended = "client gone"
+                    break
+                if bookmarks and loop.time() - last_line >= interval:
+                    revision = max(revision, watch.revision)
+                    await response.write(_line(EventType.BOOKMARK, bookmark(kind, revision)))
+                    count("BOOKMARK")
+                    last_line = loop.time()
+                continue
+            # Coalesce whatever else is already available into one write: under load a
+            # wake-up and a syscall per event per watcher are the dominant cost of
+            # fan-out. In a busy stream (the previous write was moments ago) wait a
+            # little first, so events arriving together go out together; an event after
+            # a quiet spell goes out at once.
+            if linger > 0 and loop.time() - last_line < _BUSY:
+                await asyncio.sleep(linger)
+            lines: list[bytes] = []
+            size = 0
+            types: dict[str, int] = {}
+            while event is not None:
+                type_ = str(event.type)
+                line = registry.encode(kind.kind, event.revision, type_, event.object)
+                lines.append(line)
+                size += len(line)
+                types[type_] = types.get(type_, 0) + 1
+                revision = event.revision
+                if len(lines) >= _MAX_BATCH or size >= _MAX_BATCH_BYTES:
+                    break
+                event = await watch.next(timeout=0)
+            active.waiting = True  # a slow client blocks us in drain: the hub may end us
+            try:
                 await response.write(lines[0] if len(lines) == 1 else b"".join(lines))
-                for type_, n in types.items():
-                    count(type_, n)
-                sent += len(lines)
-                last_line = loop.time()
-                metrics.observe_revision(revision)
-            if active.stopping:
-                ended = "shutdown"
+            except asyncio.CancelledError:
+                if (active.stopping or active.ended) and task is not None:
+                    task.uncancel()  # the chunk is in the transport whole; stop waiting
+                else:
+                    raise
+            finally:
+                active.waiting = False
+            for type_, n in types.items():
+                count(type_, n)
+            sent += len(lines)
+            last_line = loop.time()
+            metrics.observe_revision(revision)
+        if active.stopping:
+            ended = "shutdown"
         metrics.observe_revision(revision)
     except Expired as exc:
-        ended = "expired"
+        ended = "too slow" if active.ended else "expired"
         problem = exc.to_problem(instance=request.path).model_dump(mode="json", exclude_none=True)
-        with contextlib.suppress(ConnectionError):
-            await response.write(_line(EventType.ERROR, problem))
+        line = _line(EventType.ERROR, problem)
+        if not await _finish(response, transport, line, drain=active.ended):
+            ended += ", client not reading"
+        else:
             count("ERROR")
+        return _done(registry, active, gauge, kind, ended, sent, revision, response)
     except Unavailable:
         ended = "store closed"
     except ConnectionError:
         ended = "client gone"
     except asyncio.CancelledError:
         ended = "cancelled"  # the client went away (handler cancellation) or a hard stop
+        _done(registry, active, gauge, kind, ended, sent, revision, response)
         raise
-    finally:
-        registry.discard(active)
-        gauge.dec()
-        log.info(
-            "watch.ended", kind=kind.kind, reason=ended, events=sent, resource_version=revision
-        )
-    with contextlib.suppress(ConnectionError):
-        await response.write_eof()
+    await _finish(response, transport, None)
+    return _done(registry, active, gauge, kind, ended, sent, revision, response)
+
+
+async def _finish(
+    response: web.StreamResponse,
+    transport: asyncio.Transport | None,
+    last: bytes | None,
+    *,
+    drain: bool = False,
+) -> bool:
+    """Write ``last`` (if any) and end the stream. With ``drain`` (a client that was too
+    slow), wait for the client to take the unsent bytes and drop the connection if it does
+    not within the timeout, so what it left unread is freed. True if delivered."""
+    if drain:
+        response.force_close()  # the client relists on a new connection anyway
+    try:
+        async with asyncio.timeout(_FINAL_WRITE_TIMEOUT):
+            if last is not None:
+                await response.write(last)
+            await response.write_eof()
+            # aiohttp waits for the socket only past 64 kB written and asyncio signals only
+            # the high-water mark, not "empty": poll (only for a watcher ended as slow).
+            while drain and transport is not None and transport.get_write_buffer_size():  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        return True
+    except ConnectionError:
+        return False
+    except TimeoutError:
+        if transport is not None:
+            transport.abort()
+        return False
+
+
+def _done(
+    registry: WatchRegistry,
+    active: _ActiveWatch,
+    gauge: Any,
+    kind: ResourceKind,
+    ended: str,
+    sent: int,
+    revision: int,
+    response: web.StreamResponse,
+) -> web.StreamResponse:
+    registry.discard(active)
+    gauge.dec()
+    log.info("watch.ended", kind=kind.kind, reason=ended, events=sent, resource_version=revision)
     return response

@@ -5,13 +5,31 @@ How an event reaches a watcher:
 1. A write commits its row in ``cara_events`` and ``NOTIFY cara_events, '<revision>'``.
 2. The hub, LISTENing on one dedicated autocommit connection (never from the pool: a
    pooled connection is handed to others and its notifications go with it), wakes up and
-   reads ``cara_events WHERE revision > head ORDER BY revision`` in batches. It also reads
+   reads ``cara_events WHERE revision > head ORDER BY revision`` in pages. It also reads
    every ``poll_interval`` without a notification, since NOTIFY is only a wake-up: one can
    be lost while the connection is down, and the log is the truth.
-3. It appends what it read to an in-memory ring and wakes every watcher. Each watcher
-   scans the ring from its own cursor, so hundreds of watchers cost no extra queries. A
-   watcher whose cursor is older than the ring (it started from an old revision, or fell
-   far behind) pages through the log itself until it reaches the ring.
+3. It appends what it read to an in-memory ring (bounded by count *and* bytes) and hands
+   each event to the *live* watchers it may concern. Watchers whose selector pins
+   ``status.nodeRef`` or ``metadata.name`` are indexed by that value, so an event reaches
+   only the watchers of its old and new value (an object moving from node A to B is seen
+   by A's watcher, as DELETED, and by B's, as ADDED); the others are evaluated one by one.
+   The cost of a write therefore does not grow with the number of agents.
+4. A new watcher first *catches up*: it scans the ring from its start revision (or, when
+   that is older than the ring, pages through the log itself), a bounded chunk at a time,
+   and registers as live once it has reached the hub's head — synchronously, so no event
+   can fall between the two.
+
+Bounds (issue: memory must not grow with what clients fail to read):
+
+* the ring keeps at most ``ring_size`` events and ``ring_bytes`` of them;
+* the log is read in pages sized by bytes, not only by rows;
+* every live watcher has a budget of queued bytes (its undelivered events plus whatever
+  its owner reports as queued further on, e.g. a socket's send buffer). A watcher over
+  budget is ended: ``next()`` raises Expired, which clients treat as "relist", as
+  kube-apiserver does when it closes an unresponsive watcher;
+* a watch from a revision the hub has not reached waits up to ``future_wait`` seconds for
+  it and then raises TooLargeResourceVersion (after a database failover the new primary may
+  be behind what a client saw), never staying silent.
 
 Because revisions are assigned in commit order (see ``postgres.py``), "every revision
 <= head is committed and was read" holds whenever the hub has read the log up to ``head``;
@@ -30,15 +48,21 @@ import contextlib
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
+import orjson
 import psycopg
 import structlog
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from caravanserai.api.problems import CaravanseraiError, Expired, Unavailable
-from caravanserai.api.selectors import Selector
+from caravanserai.api.problems import (
+    CaravanseraiError,
+    Expired,
+    TooLargeResourceVersion,
+    Unavailable,
+)
+from caravanserai.api.selectors import Selector, field_value
 from caravanserai.api.watch import EventType
 from caravanserai.store.types import StoreEvent
 
@@ -47,7 +71,23 @@ log = structlog.get_logger(__name__)
 CHANNEL = "cara_events"
 HUB_APPLICATION_NAME = "cara-watch-hub"
 
-_EVENT_COLUMNS = "revision, kind, name, type, object, old_object"
+# Objects are read as their JSON text: its length is the size the byte bounds count, and
+# orjson parses it faster than the driver's json.loads.
+_EVENT_COLUMNS = "revision, kind, name, type, object::text, old_object::text"
+# Field selectors whose watchers are indexed by value.
+INDEXED_FIELDS = ("status.nodeRef", "metadata.name")
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class HubLimits:
+    """Memory and waiting bounds of the watch path (see the module docstring)."""
+
+    ring_size: int = 20_000
+    ring_bytes: int = 64 * MiB
+    watcher_bytes: int = 16 * MiB
+    page_bytes: int = 4 * MiB
+    future_wait: float = 3.0
 
 
 @contextlib.contextmanager
@@ -62,9 +102,13 @@ def db_errors() -> Iterator[None]:
 
 
 def _event(row: tuple[Any, ...]) -> StoreEvent:
+    obj_text: str = row[4]
+    old_text: str | None = row[5]
     return StoreEvent(
         revision=row[0], kind=row[1], name=row[2], type=EventType(row[3]),
-        object=row[4], old_object=row[5],
+        object=orjson.loads(obj_text),
+        old_object=None if old_text is None else orjson.loads(old_text),
+        size=len(obj_text) + (len(old_text) if old_text is not None else 0),
     )
 
 
@@ -91,6 +135,109 @@ def filter_event(ev: StoreEvent, kind: str | None, selector: Selector | None) ->
     return None
 
 
+class _PageSize:
+    """Rows per page of the event log, adapted so a page holds about ``page_bytes``.
+
+    Starts small (objects may be up to megabytes each) and grows while pages come back
+    small, so neither a burst of large objects nor a long catch-up holds much at once.
+    """
+
+    def __init__(self, max_rows: int, page_bytes: int) -> None:
+        self._max = max_rows
+        self._bytes = page_bytes
+        self.rows = min(16, max_rows)
+
+    def observe(self, rows: int, size: int) -> None:
+        if rows == 0:
+            return
+        per_row = max(1, size // rows)
+        self.rows = max(1, min(self._max, self._bytes // per_row, 2 * max(rows, self.rows)))
+
+
+class _WatcherIndex:
+    """Live watchers by kind, and by the value of an indexed field where they pin one."""
+
+    def __init__(self) -> None:
+        self.plain: dict[str | None, set[HubWatch]] = {}
+        self.by_value: dict[tuple[str | None, str], dict[str, set[HubWatch]]] = {}
+        self.count = 0
+        self.offers = 0  # (event, watcher) evaluations so far: what indexing keeps small
+
+    def add(self, w: HubWatch) -> None:
+        self.count += 1
+        if w.index_key is None:
+            self.plain.setdefault(w.kind, set()).add(w)
+            return
+        path, values = w.index_key
+        table = self.by_value.setdefault((w.kind, path), {})
+        for v in values:
+            table.setdefault(v, set()).add(w)
+
+    def remove(self, w: HubWatch) -> None:
+        self.count -= 1
+        if w.index_key is None:
+            group = self.plain.get(w.kind)
+            if group is not None:
+                group.discard(w)
+                if not group:
+                    del self.plain[w.kind]
+            return
+        path, values = w.index_key
+        table = self.by_value.get((w.kind, path))
+        if table is None:
+            return
+        for v in values:
+            group = table.get(v)
+            if group is not None:
+                group.discard(w)
+                if not group:
+                    del table[v]
+        if not table:
+            del self.by_value[(w.kind, path)]
+
+    def all(self) -> list[HubWatch]:
+        out = {w for group in self.plain.values() for w in group}
+        for table in self.by_value.values():
+            for group in table.values():
+                out.update(group)
+        return list(out)
+
+    def dispatch(self, events: list[StoreEvent]) -> set[HubWatch]:
+        """Offer each event to the watchers it may concern; return those given something."""
+        woken: set[HubWatch] = set()
+        plain, by_value = self.plain, self.by_value
+        offers = 0
+        for ev in events:
+            for key in (ev.kind, None):
+                group = plain.get(key)
+                if group:
+                    offers += len(group)
+                    for w in group:
+                        if w.offer(ev):
+                            woken.add(w)
+            if not by_value:
+                continue
+            for (kind, path), table in by_value.items():
+                if kind is not None and kind != ev.kind:
+                    continue
+                new = field_value(ev.object, path)
+                group = table.get(new)
+                if group:
+                    offers += len(group)
+                    for w in group:
+                        if w.offer(ev):
+                            woken.add(w)
+                if ev.old_object is not None:
+                    old = field_value(ev.old_object, path)
+                    if old != new and (group := table.get(old)):
+                        offers += len(group)
+                        for w in group:
+                            if w.offer(ev):
+                                woken.add(w)
+        self.offers += offers
+        return woken
+
+
 class WatchHub:
     """Reads the event log after each notification and serves it to every watcher."""
 
@@ -99,17 +246,21 @@ class WatchHub:
         dsn: str,
         pool: AsyncConnectionPool[Any],
         *,
-        ring_size: int = 20_000,
+        ring_size: int | None = None,
+        limits: HubLimits | None = None,
         poll_interval: float = 1.0,
         batch_size: int = 1_000,
         connect_timeout: float = 10.0,
         query_timeout: float = 30.0,
     ) -> None:
+        self.limits = limits or HubLimits()
+        if ring_size is not None:
+            self.limits = replace(self.limits, ring_size=ring_size)
         self._dsn = dsn
         self._pool = pool
-        self._ring_size = ring_size
         self._poll_interval = poll_interval
         self._batch_size = batch_size
+        self._page = _PageSize(batch_size, self.limits.page_bytes)
         self._connect_timeout = connect_timeout
         self._query_timeout = query_timeout
         self._conn: psycopg.AsyncConnection[Any] | None = None
@@ -118,13 +269,17 @@ class WatchHub:
         # so a watcher can bisect on revisions).
         self._revs: list[int] = []
         self._events: list[StoreEvent] = []
+        self._ring_bytes = 0
         self._floor = 0
         self._head = 0
-        self._wakeup = asyncio.Event()
+        self._wakeup = asyncio.Event()  # broadcast "head moved" (see wait_for_revision)
         self._closed = False
         self._connects = 0
         self._listeners: list[Callable[[list[StoreEvent]], None]] = []
         self._pool_checks: set[asyncio.Task[None]] = set()
+        self._live = _WatcherIndex()
+        self.slow_watchers_ended = 0
+        """Watchers ended because they exceeded their byte budget."""
 
     def add_listener(self, callback: Callable[[list[StoreEvent]], None]) -> None:
         """Call ``callback(batch)`` (synchronously, must be quick) for each batch read."""
@@ -144,6 +299,25 @@ class WatchHub:
         """The backend pid of the LISTEN connection (for tests and diagnostics)."""
         return self._conn.info.backend_pid if self._conn is not None else None
 
+    @property
+    def ring_bytes(self) -> int:
+        """Bytes of the events held in the ring now (bounded by ``limits.ring_bytes``)."""
+        return self._ring_bytes
+
+    @property
+    def ring_length(self) -> int:
+        return len(self._revs)
+
+    @property
+    def live_watchers(self) -> int:
+        return self._live.count
+
+    @property
+    def offers(self) -> int:
+        """How many (event, watcher) pairs the hub has evaluated: with indexed watchers this
+        grows with the watchers an event concerns, not with all watchers."""
+        return self._live.offers
+
     async def start(self) -> None:
         """Connect once (raising if PostgreSQL is unreachable), then run in the background."""
         await self._connect()
@@ -162,13 +336,39 @@ class WatchHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._disconnect()
+        for w in self._live.all():
+            w.wake()
         self._wake()
 
     def watch(
-        self, kind: str | None, after_revision: int, selector: Selector | None = None
+        self,
+        kind: str | None,
+        after_revision: int,
+        selector: Selector | None = None,
+        *,
+        max_queued_bytes: int | None = None,
     ) -> HubWatch:
-        """A watch from ``after_revision`` (events with a greater revision, in order)."""
-        return HubWatch(self, kind, after_revision, selector)
+        """A watch from ``after_revision`` (events with a greater revision, in order).
+
+        ``max_queued_bytes`` (default ``limits.watcher_bytes``; 0: unbounded) is the
+        budget of undelivered output past which the watch is ended with Expired.
+        """
+        budget = self.limits.watcher_bytes if max_queued_bytes is None else max_queued_bytes
+        return HubWatch(self, kind, after_revision, selector, max_queued_bytes=budget)
+
+    async def wait_for_revision(self, revision: int, timeout: float) -> bool:  # noqa: ASYNC109
+        """Wait up to ``timeout`` seconds for the hub to have read ``revision``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._head < revision and not self._closed:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            wakeup = self._wakeup
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await wakeup.wait()
+        return self._head >= revision
 
     # -- the background loop -------------------------------------------------------------
 
@@ -260,19 +460,23 @@ class WatchHub:
     async def _catch_up(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Read the log after ``head`` until empty, appending to the ring."""
         while True:
+            limit = self._page.rows
             async with asyncio.timeout(self._query_timeout):
                 cur = await conn.execute(
                     f"SELECT {_EVENT_COLUMNS} FROM cara_events WHERE revision > %s "
                     "ORDER BY revision LIMIT %s".encode(),
-                    (self._head, self._batch_size),
+                    (self._head, limit),
                 )
                 rows = await cur.fetchall()
                 if rows and rows[0][0] != self._head + 1:
                     await self._check_gap(conn, rows[0][0])
             if not rows:
                 return
-            self._append([_event(r) for r in rows])
-            if len(rows) < self._batch_size:
+            events = [_event(r) for r in rows]
+            del rows
+            self._page.observe(len(events), sum(e.size for e in events))
+            self._append(events)
+            if len(events) < limit:
                 return
 
     async def _check_gap(self, conn: psycopg.AsyncConnection[Any], first: int) -> None:
@@ -286,23 +490,46 @@ class WatchHub:
             log.warning("watch_hub.compacted_while_behind", head=self._head, compacted=compacted)
             self._revs.clear()
             self._events.clear()
+            self._ring_bytes = 0
             self._floor = self._head = compacted
+            # Live watchers were promised every event after their revision: they can no
+            # longer have it, so they end with Expired and relist.
+            for w in self._live.all():
+                if w._scanned < compacted:  # it was offered everything up to there
+                    w.expire(f"the watch hub fell behind compaction at revision {compacted}")
         else:
             log.warning("watch_hub.revision_gap", head=self._head, next=first)
 
     def _append(self, events: list[StoreEvent]) -> None:
         self._revs.extend(e.revision for e in events)
         self._events.extend(events)
+        self._ring_bytes += sum(e.size for e in events)
         self._head = events[-1].revision
-        # Trim in chunks so appending stays amortised O(1).
-        if len(self._revs) > 2 * self._ring_size:
-            cut = len(self._revs) - self._ring_size
-            self._floor = self._revs[cut - 1]
-            del self._revs[:cut]
-            del self._events[:cut]
+        self._trim()
         for callback in self._listeners:
             callback(events)
+        if self._live.count:
+            for w in self._live.dispatch(events):
+                w.wake()
         self._wake()
+
+    def _trim(self) -> None:
+        # Trim in chunks (to 3/4 of a bound) so appending stays amortised O(1).
+        limits = self.limits
+        cut = 0
+        if len(self._revs) > 2 * limits.ring_size:
+            cut = len(self._revs) - limits.ring_size
+        if self._ring_bytes > limits.ring_bytes:
+            target = limits.ring_bytes * 3 // 4
+            held = self._ring_bytes - sum(e.size for e in self._events[:cut])
+            while cut < len(self._events) and held > target:
+                held -= self._events[cut].size
+                cut += 1
+        if cut:
+            self._floor = self._revs[cut - 1]
+            self._ring_bytes -= sum(e.size for e in self._events[:cut])
+            del self._revs[:cut]
+            del self._events[:cut]
 
     def _wake(self) -> None:
         # Broadcast: everyone waiting on the old event wakes, later waiters get a new one.
@@ -311,24 +538,36 @@ class WatchHub:
 
     # -- used by HubWatch -----------------------------------------------------------------
 
-    def _from_ring(self, after: int) -> list[StoreEvent] | None:
-        """Events after ``after`` up to head, or None when ``after`` is older than the ring."""
+    def _register(self, w: HubWatch) -> None:
+        self._live.add(w)
+
+    def _unregister(self, w: HubWatch) -> None:
+        self._live.remove(w)
+
+    def _ring_index(self, after: int) -> int | None:
+        """Index of the first ring event after ``after``, None when older than the ring."""
         if after < self._floor:
             return None
-        i = bisect.bisect_right(self._revs, after)
-        return self._events[i:]
+        return bisect.bisect_right(self._revs, after)
+
+    def _from_ring(self, after: int) -> list[StoreEvent] | None:
+        """Events after ``after`` up to head, or None when ``after`` is older than the ring."""
+        i = self._ring_index(after)
+        return None if i is None else self._events[i:]
 
     async def _from_log(
-        self, kind: str | None, after: int, upto: int
+        self, kind: str | None, after: int, upto: int, page: _PageSize | None = None
     ) -> tuple[list[StoreEvent], int]:
         """Page the log for a watcher behind the ring: (events, revision scanned up to)."""
-        limit = self._batch_size
+        limit = self._batch_size if page is None else page.rows
         with db_errors():
             rows = await self._read_log(kind, after, upto, limit)
         compacted = int(rows[0][0]) if rows else 0
         if after < compacted:
             raise Expired(f"revision {after} has been compacted (oldest available: {compacted})")
         events = [_event(r[1:]) for r in rows if r[1] is not None]
+        if page is not None:
+            page.observe(len(events), sum(e.size for e in events))
         scanned = events[-1].revision if len(events) == limit else upto
         return events, scanned
 
@@ -338,8 +577,7 @@ class WatchHub:
         async with self._pool.connection() as conn, asyncio.timeout(self._query_timeout):
             # One statement, one snapshot: the compaction mark and the events agree.
             cur = await conn.execute(
-                f"SELECT c.revision, {', '.join('e.' + c for c in _EVENT_COLUMNS.split(', '))} "
-                "FROM cara_compaction c LEFT JOIN LATERAL ("
+                "SELECT c.revision, e.* FROM cara_compaction c LEFT JOIN LATERAL ("
                 f"  SELECT {_EVENT_COLUMNS} FROM cara_events"
                 "   WHERE revision > %(after)s AND revision <= %(upto)s"
                 "     AND (%(kind)s::text IS NULL OR kind = %(kind)s)"
@@ -348,6 +586,14 @@ class WatchHub:
                 {"after": after, "upto": upto, "kind": kind, "limit": limit},
             )
             return await cur.fetchall()
+
+    async def database_revision(self) -> int:
+        """The newest committed revision (read from the database, not the hub's head)."""
+        with db_errors():
+            async with self._pool.connection() as conn, asyncio.timeout(self._query_timeout):
+                cur = await conn.execute(b"SELECT rev FROM cara_revision")
+                row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
     async def compacted_revision(self) -> int:
         """The newest revision removed from the log (read from the database)."""
@@ -358,6 +604,16 @@ class WatchHub:
         return int(row[0]) if row else 0
 
 
+def _index_key(selector: Selector | None) -> tuple[str, frozenset[str]] | None:
+    if selector is None:
+        return None
+    for path in INDEXED_FIELDS:
+        values = selector.required_values(path)
+        if values is not None:
+            return path, values
+    return None
+
+
 class HubWatch:
     """A watch served by a :class:`WatchHub` (implements ``caravanserai.store.types.Watch``).
 
@@ -365,26 +621,60 @@ class HubWatch:
     """
 
     def __init__(
-        self, hub: WatchHub, kind: str | None, after_revision: int, selector: Selector | None
+        self,
+        hub: WatchHub,
+        kind: str | None,
+        after_revision: int,
+        selector: Selector | None,
+        *,
+        max_queued_bytes: int = 0,
     ) -> None:
         if after_revision < 0:
             raise ValueError("after_revision must be >= 0")
         self._hub = hub
-        self._kind = kind
+        self.kind = kind
         self._selector = None if selector is None or selector.empty else selector
+        self.index_key = _index_key(self._selector)
         self._scanned = after_revision  # every event up to here has been filtered
         self._served = after_revision  # the last event handed out (or the start)
         self._pending: deque[StoreEvent] = deque()
+        self._pending_bytes = 0
+        self._budget = max_queued_bytes
+        self._page = _PageSize(hub._batch_size, hub.limits.page_bytes)
+        self._ready = asyncio.Event()
+        self._live = False
+        self._ended: str | None = None  # why the hub ended this watch (raised as Expired)
         self._started = False
         self._closed = False
+        self._queued_elsewhere: Callable[[], int] | None = None
+        self._on_ended: Callable[[], None] | None = None
 
     @property
     def revision(self) -> int:
         """The highest revision served; safe to resume from (e.g. in a BOOKMARK)."""
-        return self._served if self._pending else self._scanned
+        if self._pending:
+            return self._served
+        # A live watcher has been offered everything up to the hub's head.
+        return max(self._scanned, self._hub.head) if self._live else self._scanned
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of events waiting to be taken with ``next()``."""
+        return self._pending_bytes
+
+    def set_output(
+        self, queued_bytes: Callable[[], int], on_ended: Callable[[], None]
+    ) -> None:
+        """Count ``queued_bytes()`` (output already taken but not yet delivered, such as a
+        socket's send buffer) against the budget, and call ``on_ended()`` when the hub ends
+        this watch (too slow, or behind compaction) so a writer blocked on that output can
+        stop waiting."""
+        self._queued_elsewhere = queued_bytes
+        self._on_ended = on_ended
 
     async def start(self) -> None:
-        """Check the start revision against compaction (raises Expired). Idempotent."""
+        """Check the start revision: Expired if compacted, TooLargeResourceVersion if the hub
+        has not reached it within ``limits.future_wait`` seconds. Idempotent."""
         if self._started:
             return
         compacted = await self._hub.compacted_revision()
@@ -392,53 +682,123 @@ class HubWatch:
             raise Expired(
                 f"revision {self._scanned} has been compacted (oldest available: {compacted})"
             )
+        hub = self._hub
+        if (
+            self._scanned > hub.head
+            # The hub may lag the database (its log compacted away): only a revision the
+            # database has not reached either is "too large".
+            and await hub.database_revision() < self._scanned
+            and not await hub.wait_for_revision(self._scanned, hub.limits.future_wait)
+        ):
+            raise TooLargeResourceVersion(
+                f"resourceVersion {self._scanned} is ahead of this server "
+                f"(latest: {self._hub.head}); retry, or relist if it persists"
+            )
         self._started = True
 
     async def next(self, timeout: float | None = None) -> StoreEvent | None:  # noqa: ASYNC109
         """The next event, or None if none arrived within ``timeout`` seconds.
 
         Cancellation-safe: state changes only between awaits, so a cancelled call loses
-        nothing. Raises Expired if this watcher fell behind compaction, Unavailable once
-        the watch or the store is closed.
+        nothing. Raises Expired if this watcher fell behind compaction or over its byte
+        budget, Unavailable once the watch or the store is closed.
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         await self.start()
+        hub = self._hub
         while True:
             if self._pending:
                 ev = self._pending.popleft()
+                self._pending_bytes -= ev.size
                 self._served = ev.revision
                 return ev
-            if self._closed or self._hub.closed:
+            if self._ended is not None:
+                raise Expired(self._ended)
+            if self._closed or hub.closed:
                 raise Unavailable("watch closed")
-            wakeup = self._hub._wakeup  # capture before checking: no lost wake-ups
-            head = self._hub.head
-            if self._scanned < head:
-                batch = self._hub._from_ring(self._scanned)
-                if batch is None:
-                    events, scanned = await self._hub._from_log(self._kind, self._scanned, head)
-                else:
-                    events, scanned = batch, head
-                self._take(events, scanned)
+            if not self._live:
+                head = hub.head
+                if self._scanned < head:
+                    i = hub._ring_index(self._scanned)
+                    if i is None:
+                        events, scanned = await hub._from_log(
+                            self.kind, self._scanned, head, self._page
+                        )
+                        self._take(events, 0, scanned)
+                    else:
+                        self._take(hub._events, i, head)
+                    continue
+                # Caught up: from now on the hub hands us each event as it reads it. No
+                # await since reading the head, so nothing can slip in between.
+                hub._register(self)
+                self._live = True
                 continue
+            self._ready.clear()
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
                 return None
             try:
                 async with asyncio.timeout(remaining):
-                    await wakeup.wait()
+                    await self._ready.wait()
             except TimeoutError:
                 return None
 
-    def _take(self, events: list[StoreEvent], scanned: int) -> None:
-        for ev in events:
+    def _take(self, events: list[StoreEvent], start: int, scanned: int) -> None:
+        """Filter ``events[start:]`` (up to ``scanned``) into pending, a bounded chunk."""
+        for j in range(start, len(events)):
+            ev = events[j]
             if ev.revision > scanned:
                 break
             if ev.revision <= self._scanned:
                 continue
-            if (out := filter_event(ev, self._kind, self._selector)) is not None:
+            self._scanned = ev.revision
+            if (out := filter_event(ev, self.kind, self._selector)) is not None:
                 self._pending.append(out)
+                self._pending_bytes += out.size
+                if self._pending_bytes >= self._hub.limits.page_bytes:
+                    return  # the rest on the next call: a catch-up holds one chunk at a time
         self._scanned = max(self._scanned, scanned)
+
+    # -- called by the hub (synchronously, from its reading task) ---------------------------
+
+    def offer(self, ev: StoreEvent) -> bool:
+        """Queue ``ev`` if this watcher sees it; True when something was queued."""
+        if ev.revision <= self._scanned or self._ended is not None:
+            return False  # offered twice (old and new indexed value) or already ended
+        self._scanned = ev.revision
+        out = filter_event(ev, self.kind, self._selector)
+        if out is None:
+            return False
+        self._pending.append(out)
+        self._pending_bytes += out.size
+        if self._budget:
+            queued = self._pending_bytes
+            if self._queued_elsewhere is not None:
+                queued += self._queued_elsewhere()
+            if queued > self._budget:
+                self._hub.slow_watchers_ended += 1
+                log.warning("watch_hub.slow_watcher_ended", kind=self.kind,
+                            queued_bytes=queued, budget=self._budget, revision=ev.revision)
+                self.expire(
+                    f"the watch fell too far behind ({queued} bytes queued, limit "
+                    f"{self._budget}); relist and watch again"
+                )
+        return True
+
+    def expire(self, reason: str) -> None:
+        """End this watch: the next ``next()`` raises Expired(reason)."""
+        if self._ended is not None:
+            return
+        self._ended = reason
+        self._pending.clear()
+        self._pending_bytes = 0
+        self.wake()
+        if self._on_ended is not None:
+            self._on_ended()
+
+    def wake(self) -> None:
+        self._ready.set()
 
     async def __aiter__(self) -> AsyncIterator[StoreEvent]:
         while not self._closed:
@@ -460,4 +820,9 @@ class HubWatch:
         """Stop the watch; further ``next()`` calls raise Unavailable."""
         self._closed = True
         self._pending.clear()
-        self._hub._wake()  # let a concurrent next() notice (a spurious wake-up for others)
+        self._pending_bytes = 0
+        if self._live:
+            self._scanned = max(self._scanned, self._hub.head)  # everything was offered
+            self._live = False
+            self._hub._unregister(self)
+        self.wake()

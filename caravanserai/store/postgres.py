@@ -70,7 +70,7 @@ from caravanserai.api.problems import (
 )
 from caravanserai.api.selectors import Selector
 from caravanserai.store import schema as _schema
-from caravanserai.store.hub import CHANNEL, HubWatch, WatchHub, db_errors
+from caravanserai.store.hub import CHANNEL, HubLimits, HubWatch, WatchHub, db_errors
 from caravanserai.store.types import ListResult, Mutator, Obj, StoreEvent
 
 log = structlog.get_logger(__name__)
@@ -348,13 +348,15 @@ class PostgresStore:
         ring_size: int = 20_000,
         recent_objects: int = 2048,
         application_name: str = "caravanserai",
+        hub_limits: HubLimits | None = None,
     ) -> PostgresStore:
         """Connect, apply ``schema.sql`` (idempotent), start the watch hub and compaction.
 
         ``retention_events``/``retention_age`` bound the event log (a watch from an older
         revision gets Expired); ``compaction_interval`` is how often that is enforced
         (0 disables the background task; ``compact()`` still works). ``ring_size`` is how
-        many recent events the watch hub keeps in memory; ``recent_objects`` how many
+        many recent events the watch hub keeps in memory (``hub_limits`` bounds its bytes,
+        each watcher's queue and the wait for a future revision); ``recent_objects`` how many
         objects this process last wrote are remembered to save the read of an update.
         """
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
@@ -377,7 +379,8 @@ class PostgresStore:
         except PoolTimeout as exc:
             await pool.close()
             raise Unavailable(f"cannot connect to PostgreSQL: {exc}") from exc
-        hub = WatchHub(dsn, pool, ring_size=ring_size, poll_interval=poll_interval,
+        hub = WatchHub(dsn, pool, ring_size=ring_size, limits=hub_limits,
+                       poll_interval=poll_interval,
                        connect_timeout=connect_timeout, query_timeout=query_timeout)
         store = cls(
             dsn, pool, hub,
@@ -835,7 +838,12 @@ class PostgresStore:
     # -- watch ----------------------------------------------------------------------------
 
     def watch(
-        self, kind: str | None, after_revision: int, selector: Selector | None = None
+        self,
+        kind: str | None,
+        after_revision: int,
+        selector: Selector | None = None,
+        *,
+        max_queued_bytes: int | None = None,
     ) -> HubWatch:
         """Events with revision > ``after_revision`` (of ``kind``, or all kinds if None).
 
@@ -843,7 +851,7 @@ class PostgresStore:
         match arrive as ADDED/DELETED. Raises Expired (on entry or first ``next()``) if
         ``after_revision`` is older than the retained log.
         """
-        return self._hub.watch(kind, after_revision, selector)
+        return self._hub.watch(kind, after_revision, selector, max_queued_bytes=max_queued_bytes)
 
     # -- compaction -----------------------------------------------------------------------
 

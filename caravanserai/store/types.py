@@ -32,6 +32,9 @@ class StoreEvent:
     type: EventType  # ADDED | MODIFIED | DELETED
     object: Obj
     old_object: Obj | None
+    # Approximate memory held by the event (the JSON text of both objects, in characters):
+    # what byte bounds on the watch path count. 0 when unknown.
+    size: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,10 @@ class Watch(Protocol):
 
     @property
     def revision(self) -> int: ...
+    async def start(self) -> None: ...
+    def set_output(
+        self, queued_bytes: Callable[[], int], on_ended: Callable[[], None]
+    ) -> None: ...
     async def next(self, timeout: float | None = None) -> StoreEvent | None: ...  # noqa: ASYNC109
     def __aiter__(self) -> AsyncIterator[StoreEvent]: ...
     async def __aenter__(self) -> Watch: ...
@@ -85,6 +92,11 @@ class Store(Protocol):
         precondition: Callable[[Obj], None] | None = None,
     ) -> Obj: ...
     def watch(
-        self, kind: str | None, after_revision: int, selector: Selector | None = None
+        self,
+        kind: str | None,
+        after_revision: int,
+        selector: Selector | None = None,
+        *,
+        max_queued_bytes: int | None = None,
     ) -> Watch: ...
     async def current_revision(self) -> int: ...

@@ -17,6 +17,7 @@ from caravanserai.api import (
     ProjectSpec,
     ProjectStatus,
 )
+from caravanserai.api.problems import TooLargeResourceVersion
 from caravanserai.client import ListOptions, ObjectList, WatchEvent
 from caravanserai.informer import (
     Backoff,
@@ -339,3 +340,20 @@ def test_list_options_selector_matches_query() -> None:
     assert sel.matches(obj)
     obj["status"]["phase"] = "Failed"
     assert not sel.matches(obj)
+
+
+async def test_a_revision_ahead_of_the_server_relists(
+    run_reflector: Callable[[Harness], None],
+) -> None:
+    # After a database failover the new primary may never reach the revision we hold:
+    # retrying the watch from it would wait forever, a fresh list is the way out.
+    lw = ScriptedLW(
+        [listing(10, proj("a", 5)), listing(8, proj("b", 7))],
+        [[TooLargeResourceVersion("resourceVersion 10 is ahead of this server")], []],
+    )
+    h = Harness(lw)
+    run_reflector(h)
+    await h.until(lambda: lw.list_calls == 2 and len(lw.watch_calls) == 2)
+    assert lw.watch_calls == ["10", "8"]
+    assert [d[:2] for d in h.deltas] == [
+        (DeltaType.ADDED, "a"), (DeltaType.ADDED, "b"), (DeltaType.DELETED, "a")]
