@@ -223,8 +223,6 @@ def _convert(key: str, value: Any) -> Any:
     """Turn a raw value (string from env/.env, typed from YAML) into the field's type."""
     if key == "debug":
         return parse_bool(value, key)
-    if key in ("heartbeat_interval", "stop_timeout", "pull_timeout", "sweep_interval",
-               "restart_backoff"):
     if key == "runtime":
         text = str(value).strip().lower()
         if text not in ("docker", "fake"):
@@ -239,7 +237,7 @@ def _convert(key: str, value: Any) -> Any:
             raise ConfigError("fake_failure_rate: must be between 0 and 1")
         return rate
     if key in ("heartbeat_interval", "stop_timeout", "pull_timeout", "sweep_interval",
-               "fake_start_latency"):
+               "restart_backoff", "fake_start_latency"):
         return parse_duration(value, key)
     if key == "listen_port":
         return parse_port(value, key)
