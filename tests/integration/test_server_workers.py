@@ -35,9 +35,14 @@ async def test_two_workers_share_the_port_the_metrics_and_shut_down_together(
             async with s.post(f"{server.url}/api/v1/projects", json=manifest("w2")) as r:
                 assert r.status == 201
             for w in watches:
+                # w1 may be modified meanwhile (the scheduler marks it Unschedulable: there
+                # is no node); what matters is that w2's creation arrives on every worker.
                 async with asyncio.timeout(20):
-                    line = await w.content.readline()
-                assert json.loads(line)["object"]["metadata"]["name"] == "w2"
+                    while True:
+                        event = json.loads(await w.content.readline())
+                        if event["object"]["metadata"]["name"] == "w2":
+                            assert event["type"] == "ADDED"
+                            break
             # /metrics from any worker counts every worker's open watches and requests.
             for _ in range(4):
                 async with s.get(f"{server.url}/metrics") as r:
