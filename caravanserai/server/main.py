@@ -77,6 +77,7 @@ async def open_store(config: ServerConfig) -> PostgresStore:
                 compaction_interval=config.compaction_interval,
                 connect_timeout=config.connect_timeout,
                 application_name=PROG,
+                listen_dsn=config.listen_database_url,
             )
     except TimeoutError:
         raise StartupError(
