@@ -15,6 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))  # agent/cluster helpers
 
+from agent_e2e_support import docker_host  # noqa: F401 - the e2e suite's engine fixture
 from ha_components import HAProxy, PgBouncer, PgPair, require_tool
 
 

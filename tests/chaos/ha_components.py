@@ -132,6 +132,7 @@ class PgPair:
     @classmethod
     def start(cls, base: Path | None = None) -> PgPair:
         root = Path(base or tempfile.mkdtemp(prefix="cara-ha-pg-"))
+        root.mkdir(parents=True, exist_ok=True)
         root.chmod(0o711)
         pair = cls(root)
         pair.who.own(root)
