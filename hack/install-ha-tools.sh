@@ -9,8 +9,10 @@ command -v pgbouncer >/dev/null 2>&1 || [[ -x /usr/sbin/pgbouncer ]] || need+=(p
 command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || need+=(haproxy)
 [[ ${#need[@]} == 0 ]] && exit 0
 if [[ $(id -u) != 0 ]]; then
-  echo "install-ha-tools: need ${need[*]} (apt-get install ${need[*]}) and this is not root" >&2
-  exit 1
+  echo "install-ha-tools: ${need[*]} missing and this is not root (apt-get install ${need[*]});" \
+       "the HA tests will skip (and fail in CI)" >&2
+  [[ ${CI:-} == true ]] && exit 1
+  exit 0
 fi
 {
   export DEBIAN_FRONTEND=noninteractive

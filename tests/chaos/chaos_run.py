@@ -73,7 +73,7 @@ from agent_e2e_support import (
 from cluster_e2e_support import ServerHandle
 from ha_components import HAProxy, PgBouncer, PgPair
 
-from caravanserai.api import Expired, NodeState, NotFound
+from caravanserai.api import Expired, NodeState, NotFound, Project
 from caravanserai.api.problems import AlreadyExists, CaravanseraiError, Conflict
 from caravanserai.client import CaravanseraiClient
 from caravanserai.client.errors import ClientError
@@ -183,6 +183,12 @@ class Report:
         lines.append(f"verdict: {verdict}")
         lines += [f"  - {p}" for p in self.problems[:40]]
         return "\n".join(lines)
+
+
+def _reason(project: Project) -> str:
+    """The reason of the project's latest phase transition (e.g. ContainerExited)."""
+    history = project.status.history
+    return (history[-1].reason if history else None) or str(project.status.phase)
 
 
 def _bucket(exc: BaseException) -> str:
@@ -584,7 +590,7 @@ class Chaos:
                 # A Docker engine restart kills the containers, and the agent creates them
                 # with restart policy "no" (the seeds: a Failed project stays Failed until
                 # the user redeploys). The user's move, and ours: re-apply the spec.
-                self.report.redeploys[p.status.reason or "Failed"] += 1
+                self.report.redeploys[_reason(p)] += 1
                 await self.update(name)
             if p is None or str(p.status.phase) != "Running":
                 self.why = (f"project {name} is "
@@ -661,8 +667,7 @@ class Chaos:
                 out.append(f"project {name} should exist and does not")
                 continue
             if str(p.status.phase) != "Running":
-                out.append(f"project {name} is {p.status.phase} ({p.status.reason}), "
-                           "not Running")
+                out.append(f"project {name} is {p.status.phase} ({_reason(p)}), not Running")
             running = [c for c in containers.get(name, []) if c[1] == "running"]
             if [c[0] for c in running] != [p.status.node_ref]:
                 out.append(f"project {name} on {p.status.node_ref} has running containers "
