@@ -18,6 +18,8 @@ fi
 eval "$(hack/docker-up.sh cara)"
 export DOCKER_HOST
 hack/build-images.sh >&2
+# PgBouncer and HAProxy for the HA tests (tests/chaos); missing ones fail those tests in CI.
+hack/install-ha-tools.sh
 
 # A real browser for the dashboard's tests: Debian's Chromium, driven by Playwright (its own
 # browser download cannot work offline). Missing in CI, those tests fail rather than skip.

@@ -264,6 +264,8 @@ class LeaderElector:
                 autocommit=True,
                 connect_timeout=max(1, int(self.retry_period * 2)),
                 application_name=f"cara-leader-{self.name}"[:63],
+                # Safe behind a transaction-mode pooler (PgBouncer): no prepared statements.
+                prepare_threshold=None,
             )
         if not self._table_ready:
             await ensure_lease_table(self._conn)

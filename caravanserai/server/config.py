@@ -9,6 +9,7 @@ value, and an explicitly empty or false value counts.
 | setting | env / .env | config.yaml key | flag | default |
 |---|---|---|---|---|
 | database_url | ``DATABASE_URL`` | ``database_url`` | ``--database-url`` | required |
+| listen_database_url | ``CARA_LISTEN_DATABASE_URL`` | ``listen_database_url`` | - | DATABASE_URL |
 | host | ``HOST`` | ``host`` | ``--host`` | ``0.0.0.0`` |
 | port | ``PORT`` | ``port`` | ``--port`` | ``8080`` |
 | debug | ``DEBUG`` | ``debug`` | ``--debug/--no-debug`` | false |
@@ -129,6 +130,7 @@ class _Setting:
 
 _SETTINGS: tuple[_Setting, ...] = (
     _Setting("database_url", "DATABASE_URL", _parse_optional_str),
+    _Setting("listen_database_url", "CARA_LISTEN_DATABASE_URL", _parse_optional_str),
     _Setting("host", "HOST", str.strip),
     _Setting("port", "PORT", _parse_port),
     _Setting("debug", "DEBUG", _parse_bool),
@@ -159,6 +161,9 @@ class ServerConfig:
     """Everything cara-server needs to know; immutable once loaded."""
 
     database_url: str | None = None
+    # The watch hub's LISTEN connection, when DATABASE_URL goes through a transaction-mode
+    # pooler (PgBouncer cannot carry LISTEN); unset means DATABASE_URL.
+    listen_database_url: str | None = None
     host: str = "0.0.0.0"
     port: int = 8080
     debug: bool = False

@@ -90,6 +90,7 @@ async def open_store(config: ServerConfig) -> PostgresStore:
                 connect_timeout=config.connect_timeout,
                 application_name=PROG,
                 hub_limits=hub_limits(config),
+                listen_dsn=config.listen_database_url,
             )
     except TimeoutError:
         raise StartupError(

@@ -38,6 +38,9 @@ _SLUGS = {
 }
 
 
+RETRY_AFTER_SECONDS = 1
+
+
 def dumps(data: Any) -> str:
     """Compact JSON, UTF-8 as is (the one encoder of every response)."""
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
@@ -58,6 +61,10 @@ def problem_response(
 def error_response(exc: CaravanseraiError, request: web.Request | None = None) -> web.Response:
     # RFC 9110: a 401 names the scheme the client should use.
     headers = {"WWW-Authenticate": 'Bearer realm="caravanserai"'} if exc.status == 401 else None
+    if exc.status == 503:
+        # Database failover, pool exhausted, shutting down: all pass within seconds, and a
+        # retry may land on another replica (RFC 9110 Retry-After, in seconds).
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
     if isinstance(exc, TooLargeResourceVersion):
         headers = {"Retry-After": "1"}  # as kube-apiserver: the revision may arrive shortly
     return problem_response(

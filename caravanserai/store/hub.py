@@ -47,7 +47,7 @@ import bisect
 import contextlib
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -97,7 +97,8 @@ def db_errors() -> Iterator[None]:
         yield
     except CaravanseraiError:
         raise
-    except (psycopg.OperationalError, PoolTimeout, TimeoutError) as exc:
+    except (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction, PoolTimeout,
+            TimeoutError) as exc:
         raise Unavailable(f"database unavailable: {str(exc).strip() or 'timeout'}") from exc
 
 
@@ -280,10 +281,39 @@ class WatchHub:
         self._live = _WatcherIndex()
         self.slow_watchers_ended = 0
         """Watchers ended because they exceeded their byte budget."""
+        # Failover (see store/failover.py): a check run on every reconnect of the listener,
+        # and an epoch that ends every open watch when the history they follow is gone.
+        self._reconnect_check: Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]] | None
+        self._reconnect_check = None
+        self._epoch = 0
 
     def add_listener(self, callback: Callable[[list[StoreEvent]], None]) -> None:
         """Call ``callback(batch)`` (synchronously, must be quick) for each batch read."""
         self._listeners.append(callback)
+
+    def set_reconnect_check(
+        self, check: Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]]
+    ) -> None:
+        """Run ``check(conn)`` on each new listener connection, after LISTEN and before
+        the log is read from it (the store's failover guard)."""
+        self._reconnect_check = check
+
+    def reset_after_failover(self, head: int) -> None:
+        """The database lost revisions this hub already served (an asynchronous standby
+        was promoted): forget them, continue from the new primary's ``head``, and end every
+        open watch with Expired (410) so its client relists."""
+        log.warning("watch_hub.reset_after_failover", old_head=self._head, head=head)
+        self._revs.clear()
+        self._events.clear()
+        self._ring_bytes = 0
+        self._floor = self._head = head
+        self._epoch += 1
+        # Watchers still catching up see the new epoch in next(); those the hub pushes to
+        # wait on their own wake-up, so end each of them here.
+        for w in self._live.all():
+            w.expire("the database failed over and lost revisions this watch followed; "
+                     "relist")
+        self._wake()
 
     @property
     def head(self) -> int:
@@ -390,6 +420,8 @@ class WatchHub:
                     cur = await conn.execute(b"SELECT rev FROM cara_revision")
                     row = await cur.fetchone()
                     self._head = self._floor = int(row[0]) if row else 0
+                elif self._reconnect_check is not None:
+                    await self._reconnect_check(conn)
         except BaseException:
             await conn.close()
             raise
@@ -644,6 +676,7 @@ class HubWatch:
         self._ready = asyncio.Event()
         self._live = False
         self._ended: str | None = None  # why the hub ended this watch (raised as Expired)
+        self._epoch = hub._epoch
         self._started = False
         self._closed = False
         self._queued_elsewhere: Callable[[], int] | None = None
@@ -708,6 +741,9 @@ class HubWatch:
         await self.start()
         hub = self._hub
         while True:
+            if self._epoch != self._hub._epoch:
+                raise Expired("the database failed over and lost revisions this watch "
+                              "followed; relist")
             if self._pending:
                 ev = self._pending.popleft()
                 self._pending_bytes -= ev.size

@@ -70,6 +70,7 @@ from caravanserai.api.problems import (
 )
 from caravanserai.api.selectors import Selector
 from caravanserai.store import schema as _schema
+from caravanserai.store.failover import POOL_CONNECTION_KWARGS, HistoryGuard
 from caravanserai.store.hub import CHANNEL, HubLimits, HubWatch, WatchHub, db_errors
 from caravanserai.store.types import ListResult, Mutator, Obj, StoreEvent
 
@@ -329,6 +330,7 @@ class PostgresStore:
         # cache). Dropped when the hub sees a newer revision of the object from anyone.
         self._recent: OrderedDict[tuple[str, str], Obj] = OrderedDict()
         self._recent_max = recent_objects
+        self._guard: HistoryGuard | None = None
         hub.add_listener(self._forget_stale)
 
     @classmethod
@@ -349,6 +351,7 @@ class PostgresStore:
         recent_objects: int = 2048,
         application_name: str = "caravanserai",
         hub_limits: HubLimits | None = None,
+        listen_dsn: str | None = None,
     ) -> PostgresStore:
         """Connect, apply ``schema.sql`` (idempotent), start the watch hub and compaction.
 
@@ -358,6 +361,8 @@ class PostgresStore:
         many recent events the watch hub keeps in memory (``hub_limits`` bounds its bytes,
         each watcher's queue and the wait for a future revision); ``recent_objects`` how many
         objects this process last wrote are remembered to save the read of an update.
+        ``listen_dsn`` (default ``dsn``) is the watch hub's direct connection, for when
+        ``dsn`` goes through a transaction-mode pooler (see ``store/failover.py``).
         """
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             dsn,
@@ -369,6 +374,7 @@ class PostgresStore:
             # autocommit: a create is one self-committing statement, and the other writes
             # manage BEGIN/COMMIT themselves so they can pipeline them.
             kwargs={
+                **POOL_CONNECTION_KWARGS,
                 "autocommit": True,
                 "connect_timeout": max(1, int(connect_timeout)),
                 "application_name": application_name,
@@ -379,7 +385,7 @@ class PostgresStore:
         except PoolTimeout as exc:
             await pool.close()
             raise Unavailable(f"cannot connect to PostgreSQL: {exc}") from exc
-        hub = WatchHub(dsn, pool, ring_size=ring_size, limits=hub_limits,
+        hub = WatchHub(listen_dsn or dsn, pool, ring_size=ring_size, limits=hub_limits,
                        poll_interval=poll_interval,
                        connect_timeout=connect_timeout, query_timeout=query_timeout)
         store = cls(
@@ -388,6 +394,7 @@ class PostgresStore:
             compaction_interval=compaction_interval, query_timeout=query_timeout,
             recent_objects=recent_objects,
         )
+        store._guard = HistoryGuard(hub, on_reset=store._recent.clear)
         try:
             if apply_schema:
                 async with pool.connection() as conn:
@@ -426,6 +433,11 @@ class PostgresStore:
     @property
     def dsn(self) -> str:
         return self._dsn
+
+    @property
+    def failover_resets(self) -> int:
+        """How often a failover lost revisions already served (each ended all watches)."""
+        return self._guard.resets if self._guard is not None else 0
 
     @property
     def hub(self) -> WatchHub:
