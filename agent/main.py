@@ -32,6 +32,7 @@ from agent.reconciler import ProjectReconciler, ReconcilerSettings
 from agent.runtime import EngineUnavailable, Runtime
 from agent.sweeper import Sweeper, watch_container_events
 from caravanserai.api import Project
+from caravanserai.api.ingress import ingress_domain
 from caravanserai.client import CaravanseraiClient, ListOptions
 from caravanserai.informer.controller import Controller
 from caravanserai.informer.informer import SharedInformer
@@ -116,6 +117,7 @@ async def run_agent(config: AgentConfig, *, started: asyncio.Event | None = None
             agent_port=config.listen_port,
             proxy_port=config.proxy_port,
             engine_deadline=3.0,
+            ingress_domain=ingress_domain(config.environment, config.base_domain),
         )
         node = NodeAgent(hb_client, node_name, facts, interval=config.heartbeat_interval,
                          healthy=runtime.ping)

@@ -15,20 +15,13 @@ from caravanserai.informer.cache import index_by_node_ref
 from cli.context import State, get_state, global_options
 from cli.errors import PartialFailure, echo_error, not_found
 from cli.kinds import KIND, complete_names, resources_of
+from cli.options import SuggestingChoice
 from cli.printers import OutputFormat, ResourcePrinter
 from cli.watching import EVENT_NAMES, name_options, reflect
 
-# The values the seed guide lists for --phase (Terminated projects are gone a moment later).
-SELECTABLE_PHASES = tuple(
-    p.value
-    for p in (
-        ProjectPhase.PENDING,
-        ProjectPhase.SCHEDULED,
-        ProjectPhase.RUNNING,
-        ProjectPhase.FAILED,
-        ProjectPhase.TERMINATING,
-    )
-)
+# Every phase a project can be seen in (a Terminated one is removed a moment later, but a
+# watch or a script polling for it may still see it).
+SELECTABLE_PHASES = tuple(p.value for p in ProjectPhase)
 
 
 def _plural(kind: ResourceKind) -> str:
@@ -39,7 +32,7 @@ def _plural(kind: ResourceKind) -> str:
 @click.argument("resource", type=KIND)
 @click.argument("names", nargs=-1, shell_complete=complete_names)
 @click.option(
-    "--phase", multiple=True, type=click.Choice(SELECTABLE_PHASES),
+    "--phase", multiple=True, type=SuggestingChoice(SELECTABLE_PHASES, case_sensitive=False),
     help="Only projects in this phase (repeatable: any of them).",
 )
 @click.option("-l", "--selector", metavar="SELECTOR",
@@ -188,8 +181,7 @@ async def _watch(
             project_counts=counts,
         )
         printer.presize_for_watch()
-        for obj in seed.items:
-            printer.print_event(obj, "ADDED")
+        printer.print_events(seed.items, "ADDED")
         async with reflect(resources, options, seed) as (_, queue):
             while True:
                 for delta in await queue.get():

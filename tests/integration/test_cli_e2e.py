@@ -651,7 +651,9 @@ def test_apply_bad_manifest_prints_every_error_and_changes_nothing(
     )
     r = caractrl(env, "apply", "-f", "-", stdin="kind: Project\nmetadata: [oops\n")
     assert r.returncode == 1
-    assert r.stderr.startswith("Error: <stdin>: invalid YAML at line 3, column 1: ")
+    # Not "line 3" of a 2-line input: the end of the file, and where the open '[' began.
+    assert r.stderr.startswith("Error: <stdin>: invalid YAML at the end of the file: ")
+    assert "started at line 2, column 11" in r.stderr
 
 
 def test_apply_wait_until_running(server: Server, env: dict[str, str]) -> None:

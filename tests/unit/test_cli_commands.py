@@ -284,14 +284,32 @@ def test_get_missing(fake: FakeClient, env: dict[str, str]) -> None:
 
 
 def test_phase_is_validated(fake: FakeClient, env: dict[str, str]) -> None:
-    r = run(fake, env, "get", "projects", "--phase=running")
+    r = run(fake, env, "get", "projects", "--phase=Runing")
     assert r.exit_code == 2
-    assert (
-        "'running' is not one of 'Pending', 'Scheduled', 'Running', 'Failed', 'Terminating'"
-        in r.stderr
+    # One line, naming every phase and the one meant; no usage block.
+    assert r.stderr == (
+        "Error: Invalid value for '--phase': 'Runing' is not one of Pending, Scheduled, "
+        "Running, Failed, Terminating, Terminated; did you mean 'Running'? "
+        "(see 'caractrl get --help')\n"
     )
-    assert run(fake, env, "get", "projects", "--phase=Terminated").exit_code == 2
+    assert run(fake, env, "get", "projects", "--phase=Terminated").exit_code == 0
+    assert run(fake, env, "get", "projects", "--phase=running").exit_code == 0
     assert run(fake, env, "get", "nodes", "--phase=Running").exit_code == 2
+
+
+def test_usage_errors_are_one_line(fake: FakeClient, env: dict[str, str]) -> None:
+    r = run(fake, env, "get", "pods")
+    assert (r.exit_code, r.stdout) == (2, "")
+    assert r.stderr == (
+        "Error: unknown resource type 'pods' (use projects or nodes) "
+        "(see 'caractrl get --help')\n"
+    )
+    r = run(fake, env, "gett", "projects")
+    assert (r.exit_code, r.stderr) == (
+        2, "Error: unknown command 'gett'; did you mean 'get'? (see 'caractrl --help')\n"
+    )
+    r = run(fake, env, "--outptu", "json", "get", "projects")
+    assert r.exit_code == 2 and len(r.stderr.splitlines()) == 1, r.stderr
     assert run(fake, env, "get", "projects", "--phase=Running").exit_code == 0
 
 
