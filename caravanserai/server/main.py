@@ -260,6 +260,9 @@ def _format_address(address: Any) -> str:
 @click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="With --dev: the embedded PostgreSQL's data directory [env CARA_DATA_DIR; "
               "default in the user data directory].")
+@click.option("-v", "--verbose", is_flag=True,
+              help="With --dev: stream the server's, the agent's and PostgreSQL's logs to the "
+              "terminal as well as to their files.")
 @click.version_option(caravanserai.__version__, prog_name=PROG)
 def main(
     host: str | None,
@@ -272,6 +275,7 @@ def main(
     dev: bool,
     node_name: str | None,
     data_dir: Path | None,
+    verbose: bool,
 ) -> None:
     """The Caravanserai control-plane API server.
 
@@ -287,8 +291,8 @@ def main(
         "debug": debug,
         "otel_collector_url": otel_collector_url,
     }
-    if not dev and (node_name is not None or data_dir is not None):
-        click.echo(f"{PROG}: --node-name and --data-dir only apply with --dev", err=True)
+    if not dev and (node_name is not None or data_dir is not None or verbose):
+        click.echo(f"{PROG}: --node-name, --data-dir and -v only apply with --dev", err=True)
         sys.exit(2)
     try:
         config = load_config(flags, config_file=config_file, env_file=env_file)
@@ -298,7 +302,7 @@ def main(
         click.echo(f"{PROG}: {exc}", err=True)
         sys.exit(1)
     if dev:
-        _main_dev(config, node_name, data_dir)
+        _main_dev(config, node_name, data_dir, verbose)
         return
     configure_logging(debug=config.debug, app=PROG)
     held = HeldLogs()
@@ -317,20 +321,36 @@ def main(
         held.release()  # e.g. a crash after startup: keep whatever was logged
 
 
-def _main_dev(config: ServerConfig, node_name: str | None, data_dir: Path | None) -> None:
+def _main_dev(
+    config: ServerConfig, node_name: str | None, data_dir: Path | None, verbose: bool
+) -> None:
     """``--dev``: the same one-line failures as the plain server (caravanserai.server.dev)."""
-    from caravanserai.server.dev import DevError, DevOptions, run_dev
+    from caravanserai.server.dev import (
+        DevError,
+        DevOptions,
+        dev_logs,
+        run_dev,
+        setup_dev_logging,
+    )
 
     if data_dir is None and (env_dir := os.environ.get("CARA_DATA_DIR")):
         data_dir = Path(env_dir)
-    configure_logging(debug=config.debug, app=PROG)
+    options = DevOptions(node_name=node_name or None, data_dir=data_dir, verbose=verbose)
+    logs = dev_logs(options)
+    try:
+        setup_dev_logging(logs, debug=config.debug, app=PROG)
+    except OSError as exc:
+        click.echo(f"{PROG} --dev: cannot write logs to {logs.directory}: "
+                   f"{exc.strerror or exc}", err=True)
+        sys.exit(1)
     held = HeldLogs()
-    options = DevOptions(node_name=node_name or None, data_dir=data_dir)
+    if not verbose:
+        held.release()  # a file keeps everything, a failed start included
     try:
         # As below: a bad CARA_CONTROLLERS is one line before anything starts.
         managers = [controller_manager()]
         code = asyncio.run(
-            run_dev(config, options, extra_startup=managers, on_started=held.release)
+            run_dev(config, options, extra_startup=managers, on_started=held.release, logs=logs)
         )
     except (DevError, StartupError, ConfigError) as exc:
         held.drop()
