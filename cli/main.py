@@ -28,6 +28,8 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "logs": ("cli.commands.logs:logs", "Print the logs of a project's services."),
     "port-forward": ("cli.commands.port_forward:port_forward",
                      "Forward local ports to a service."),
+    "wait": ("cli.commands.wait:wait",
+             "Wait until objects reach a phase or condition, or are gone."),
     "cordon": ("cli.commands.nodes:cordon", "Mark nodes unschedulable."),
     "uncordon": ("cli.commands.nodes:uncordon", "Mark nodes schedulable again."),
     "drain": ("cli.commands.nodes:drain", "Move every project off nodes."),

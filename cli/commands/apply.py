@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -27,8 +28,8 @@ from cli.kinds import resources_of
 from cli.manifests import Manifest, describe_ref, read_documents, validate_documents
 from cli.options import WAIT_TIMEOUT, wait_deadline
 from cli.printers import OutputFormat, dump_json, dump_yaml, object_name, wire
-from cli.progress import Progress
 from cli.tables import conditions_summary
+from cli.waiting import LiveStatus, progress_text
 from cli.watching import wait_for
 
 # An update races with controllers and agents writing the same object: re-read and retry.
@@ -120,12 +121,11 @@ def _report(state: State, applied: Applied, index: int) -> None:
         click.echo(f"{describe_ref(applied.manifest.kind, applied.manifest.name)} {applied.action}")
 
 
-async def _wait_running(client: CaravanseraiClient, name: str, progress: Progress) -> Project:
+async def _wait_running(client: CaravanseraiClient, name: str, live: LiveStatus) -> Project:
     ref = describe_ref("Project", name)
 
     def on_change(obj: Project | None) -> None:
-        phase = obj.status.phase.value if obj is not None and obj.status.phase else "gone"
-        progress.update(f"waiting for {ref} to be Running: {phase}")
+        live.update(f"project/{name}", progress_text(obj))
 
     def done(obj: Project | None) -> bool:
         return obj is None or obj.status.phase in SETTLED
@@ -190,13 +190,17 @@ async def _apply_all(
             continue
         _report(state, result, len(applied))
         applied.append(result)
-    if wait:
-        for item in applied:
-            if item.manifest.kind != "Project":
-                continue
-            ref = describe_ref("Project", item.manifest.name)
-            async with Progress() as progress, wait_deadline(wait_timeout, f"{ref} to run"):
-                final = await _wait_running(client, item.manifest.name, progress)
+    projects = [a.manifest.name for a in applied if a.manifest.kind == "Project"]
+    if wait and projects:
+        refs = ", ".join(describe_ref("Project", n) for n in projects)
+        # All at once, one live line each (phase, node, services running), as Compose
+        # shows a stack coming up; the results follow in the order of the manifests.
+        with LiveStatus() as live:
+            async with wait_deadline(wait_timeout, f"{refs} to run"), asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(_wait_running(client, n, live)) for n in projects]
+        for name, task in zip(projects, tasks, strict=True):
+            final = task.result()
+            ref = describe_ref("Project", name)
             if final.status.phase is ProjectPhase.FAILED:
                 echo_error(CommandError(f"{ref} failed: {_why(final)}"))
                 failed = True
