@@ -25,6 +25,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "get": ("cli.commands.get:get", "List projects or nodes (table, wide, json, yaml, name)."),
     "describe": ("cli.commands.describe:describe", "Show details of a project or node."),
     "delete": ("cli.commands.delete:delete", "Delete projects or nodes."),
+    "diff": ("cli.commands.diff:diff", "Show what apply would change (exit 1 if anything)."),
     "logs": ("cli.commands.logs:logs", "Print the logs of a project's services."),
     "port-forward": ("cli.commands.port_forward:port_forward",
                      "Forward local ports to a service."),

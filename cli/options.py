@@ -66,3 +66,18 @@ class SuggestingChoice(click.Choice):
             close = difflib.get_close_matches(str(value).lower(), list(lowered), n=1, cutoff=0.6)
             hint = f"; did you mean {lowered[close[0]]!r}?" if close else ""
             self.fail(f"{value!r} is not one of {', '.join(choices)}{hint}", param, ctx)
+
+
+DRY_RUN_MODES = ("none", "server", "client")
+
+DRY_RUN = click.option(
+    "--dry-run", "dry_run", type=SuggestingChoice(DRY_RUN_MODES), default="none",
+    is_flag=False, flag_value="client", show_default=True,
+    help="server: the server checks everything (validation, admission) and changes nothing; "
+    "client: only check locally and compare with what exists; none: do it.",
+)
+
+
+def dry_run_suffix(mode: str) -> str:
+    """What kubectl appends to each result line."""
+    return {"server": " (server dry run)", "client": " (dry run)"}.get(mode, "")

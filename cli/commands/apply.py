@@ -26,7 +26,7 @@ from cli.context import State, get_state, global_options
 from cli.errors import CommandError, PartialFailure, echo_error, object_error
 from cli.kinds import resources_of
 from cli.manifests import Manifest, describe_ref, read_documents, validate_documents
-from cli.options import WAIT_TIMEOUT, wait_deadline
+from cli.options import DRY_RUN, WAIT_TIMEOUT, dry_run_suffix, wait_deadline
 from cli.printers import OutputFormat, dump_json, dump_yaml, object_name, wire
 from cli.tables import conditions_summary
 from cli.waiting import LiveStatus, progress_text
@@ -66,11 +66,20 @@ def _body(resource: Any, resource_version: str | None = None) -> dict[str, Any]:
     return body
 
 
-async def apply_one(client: CaravanseraiClient, manifest: Manifest) -> Applied:
+async def apply_one(
+    client: CaravanseraiClient, manifest: Manifest, dry_run: str = "none"
+) -> Applied:
+    """Create or update one object. ``dry_run``: ``server`` sends every write with
+    ``dryRun`` (the server checks everything, changes nothing); ``client`` only reads and
+    compares; the result is what the object would be."""
     resources = resources_of(client, _kind(manifest))
     desired = manifest.resource
+    if dry_run == "client":
+        return await _client_dry_run(resources, manifest)
+    # Only a dry run passes the keyword: any client (or test double) without it still works.
+    dry: dict[str, bool] = {"dry_run": True} if dry_run == "server" else {}
     try:
-        created = await resources.create(_body(desired))
+        created = await resources.create(_body(desired), **dry)
         return Applied(manifest, "created", created)
     except AlreadyExists:
         pass
@@ -80,14 +89,16 @@ async def apply_one(client: CaravanseraiClient, manifest: Manifest) -> Applied:
         except NotFound:
             # Deleted between our create and get: create again.
             try:
-                return Applied(manifest, "created", await resources.create(_body(desired)))
+                return Applied(
+                manifest, "created", await resources.create(_body(desired), **dry)
+            )
             except AlreadyExists:
                 continue
         if _same_intent(desired, current):
             return Applied(manifest, "unchanged", current)
         sent_rv = current.metadata.resource_version
         try:
-            updated = await resources.update(_body(desired, sent_rv))
+            updated = await resources.update(_body(desired, sent_rv), **dry)
             return Applied(manifest, "configured", updated)
         except Conflict:
             if attempt == CONFLICT_RETRIES - 1:
@@ -103,11 +114,28 @@ async def apply_one(client: CaravanseraiClient, manifest: Manifest) -> Applied:
     raise CommandError(f"{describe_ref(manifest.kind, manifest.name)}: kept changing, gave up")
 
 
+async def _client_dry_run(resources: Any, manifest: Manifest) -> Applied:
+    """What apply would do, judged here: the manifest is already valid; compare it with
+    what exists (nothing is sent but reads)."""
+    desired = manifest.resource
+    try:
+        current = await resources.get(manifest.name)
+    except NotFound:
+        return Applied(manifest, "created", desired)
+    if _same_intent(desired, current):
+        return Applied(manifest, "unchanged", current)
+    merged = current.model_copy(deep=True)
+    merged.spec = desired.spec
+    merged.metadata.labels = dict(desired.metadata.labels)
+    merged.metadata.annotations = dict(desired.metadata.annotations)
+    return Applied(manifest, "configured", merged)
+
+
 def _kind(manifest: Manifest) -> ResourceKind:
     return KINDS[manifest.kind]
 
 
-def _report(state: State, applied: Applied, index: int) -> None:
+def _report(state: State, applied: Applied, index: int, dry_run: str = "none") -> None:
     fmt = state.output
     if fmt is OutputFormat.NAME:
         click.echo(object_name(wire(applied.result)))
@@ -118,7 +146,10 @@ def _report(state: State, applied: Applied, index: int) -> None:
             click.echo("---")
         click.echo(dump_yaml(wire(applied.result)).rstrip("\n"))
     else:
-        click.echo(f"{describe_ref(applied.manifest.kind, applied.manifest.name)} {applied.action}")
+        click.echo(
+            f"{describe_ref(applied.manifest.kind, applied.manifest.name)} {applied.action}"
+            f"{dry_run_suffix(dry_run)}"
+        )
 
 
 async def _wait_running(client: CaravanseraiClient, name: str, live: LiveStatus) -> Project:
@@ -144,9 +175,11 @@ async def _wait_running(client: CaravanseraiClient, name: str, live: LiveStatus)
 @click.option("--wait", is_flag=True,
               help="Wait until every applied project is Running (or Failed: exit 1).")
 @WAIT_TIMEOUT
+@DRY_RUN
 @global_options
 def apply(
-    filenames: tuple[str, ...], recursive: bool, wait: bool, wait_timeout: float | None
+    filenames: tuple[str, ...], recursive: bool, wait: bool, wait_timeout: float | None,
+    dry_run: str,
 ) -> None:
     """Create or update projects and nodes from YAML or JSON manifests.
 
@@ -160,12 +193,15 @@ def apply(
       caractrl apply -f manifests/ -f node.yaml
       cat project.yaml | caractrl apply -f -
       caractrl apply -f project.yaml --wait
+      caractrl apply -f project.yaml --dry-run=server -o yaml
     """
     state = get_state()
     manifests = validate_documents(
         read_documents(filenames, sys.stdin, recursive=recursive)
     )
-    state.run(lambda c: _apply_all(c, state, manifests, wait, wait_timeout))
+    if wait and dry_run != "none":
+        raise click.UsageError("--wait and --dry-run exclude each other: nothing would run")
+    state.run(lambda c: _apply_all(c, state, manifests, wait, wait_timeout, dry_run))
 
 
 async def _apply_all(
@@ -174,12 +210,13 @@ async def _apply_all(
     manifests: list[Manifest],
     wait: bool,
     wait_timeout: float | None,
+    dry_run: str = "none",
 ) -> None:
     failed = False
     applied: list[Applied] = []
     for manifest in manifests:
         try:
-            result = await apply_one(client, manifest)
+            result = await apply_one(client, manifest, dry_run)
         except ClientError:
             raise  # the server is unreachable: nothing else will work either
         except CaravanseraiError as exc:
@@ -188,7 +225,7 @@ async def _apply_all(
             echo_error(object_error(manifest.kind, manifest.name, exc))
             failed = True
             continue
-        _report(state, result, len(applied))
+        _report(state, result, len(applied), dry_run)
         applied.append(result)
     projects = [a.manifest.name for a in applied if a.manifest.kind == "Project"]
     if wait and projects:

@@ -58,7 +58,7 @@ class FakeResources:
         self.fake.revision += 1
         return str(self.fake.revision)
 
-    async def create(self, body: Mapping[str, Any]) -> Any:
+    async def create(self, body: Mapping[str, Any], *, dry_run: bool = False) -> Any:
         self.fake.calls.append(("create", body["metadata"]["name"]))
         name = body["metadata"]["name"]
         if name in self.items:
@@ -72,7 +72,8 @@ class FakeResources:
         if self.model is Project:
             data["status"] = {"phase": "Pending"}
         obj = self.model.model_validate(data)
-        self.items[name] = obj
+        if not dry_run:
+            self.items[name] = obj
         return obj
 
     async def get(self, name: str) -> Any:
@@ -89,7 +90,7 @@ class FakeResources:
     async def list_all(self, options: ListOptions | None = None, **_: Any) -> ObjectList[Any]:
         return await self.list(options)
 
-    async def update(self, body: Mapping[str, Any]) -> Any:
+    async def update(self, body: Mapping[str, Any], *, dry_run: bool = False) -> Any:
         name = body["metadata"]["name"]
         self.fake.calls.append(("update", name))
         current = await self.get(name)
@@ -105,15 +106,17 @@ class FakeResources:
         new.spec = type(current.spec).model_validate(body.get("spec") or {})
         new.metadata.labels = dict(body["metadata"].get("labels") or {})
         new.metadata.resource_version = self._next()
-        self.items[name] = new
+        if not dry_run:
+            self.items[name] = new
         return new
 
-    async def delete(self, name: str, *, force: bool = False) -> Any:
+    async def delete(self, name: str, *, force: bool = False, dry_run: bool = False) -> Any:
         self.fake.calls.append(("delete", name))
         obj = await self.get(name)
         if self.delete_accepts and not force:
             return obj
-        del self.items[name]
+        if not dry_run:
+            del self.items[name]
         return None
 
 
