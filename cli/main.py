@@ -29,6 +29,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "logs": ("cli.commands.logs:logs", "Print the logs of a project's services."),
     "port-forward": ("cli.commands.port_forward:port_forward",
                      "Forward local ports to a service."),
+    "exec": ("cli.commands.exec:exec_", "Run a command in a service's container."),
     "wait": ("cli.commands.wait:wait",
              "Wait until objects reach a phase or condition, or are gone."),
     "cordon": ("cli.commands.nodes:cordon", "Mark nodes unschedulable."),

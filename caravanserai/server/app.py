@@ -41,6 +41,7 @@ from caravanserai.server.models import PhasePatch, VersionInfo
 from caravanserai.server.openapi import build_openapi
 from caravanserai.server.problems import problem_middleware
 from caravanserai.server.relay import relay_routes
+from caravanserai.server.relay_exec import exec_routes
 from caravanserai.server.routes_resources import (
     MAX_LIMIT,
     ResourceHandlers,
@@ -324,6 +325,7 @@ def route_table() -> list[RouteSpec]:
         ),
         *_resource_routes(PROJECTS, Project, ProjectList),
         *relay_routes(),
+        *exec_routes(),
         RouteSpec(
             "PATCH",
             "/api/v1/projects/{name}/status",
