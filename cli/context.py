@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from cli.output import OUTPUT_FORMATS, OutputFormat
+from cli.output import OUTPUT_FORMATS, OutputFormat, is_template
 
 if TYPE_CHECKING:
     # Imported where used: ``caractrl --help`` and ``version --client`` need neither aiohttp
@@ -70,7 +70,14 @@ class State:
 
     @property
     def output(self) -> OutputFormat:
-        return OutputFormat(self.flags.get("output") or OutputFormat.TABLE)
+        value = self.flags.get("output") or OutputFormat.TABLE
+        return OutputFormat.TEMPLATE if is_template(str(value)) else OutputFormat(value)
+
+    @property
+    def template(self) -> str:
+        """The ``-o jsonpath=...`` / ``-o custom-columns=...`` value ("" for the others)."""
+        value = str(self.flags.get("output") or "")
+        return value if is_template(value) else ""
 
     @property
     def output_given(self) -> bool:
@@ -157,6 +164,21 @@ def _record(ctx: click.Context, param: click.Parameter, value: Any) -> None:
     get_state(ctx).flags[param.name] = value
 
 
+class OutputType(click.Choice):
+    """``-o``: one of the formats, or ``jsonpath=...`` / ``custom-columns=...``."""
+
+    def __init__(self) -> None:
+        super().__init__(OUTPUT_FORMATS)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and is_template(value):
+            return value
+        return super().convert(value, param, ctx)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "FORMAT"
+
+
 def global_options(f: F) -> F:
     """Attach the global options (as hidden-from-the-function, recording callbacks)."""
     options = [
@@ -166,8 +188,9 @@ def global_options(f: F) -> F:
             "default http://localhost:8080].",
         ),
         click.option(
-            "-o", "--output", type=click.Choice(OUTPUT_FORMATS), expose_value=False,
-            callback=_record, help="Output format [default: table].",
+            "-o", "--output", type=OutputType(), expose_value=False,
+            callback=_record, help="Output format: " + "|".join(OUTPUT_FORMATS)
+            + "|jsonpath=TEMPLATE|custom-columns=HEADER:PATH,... [default: table].",
         ),
         click.option(
             "--token", metavar="TOKEN", expose_value=False, callback=_record,

@@ -15,6 +15,13 @@ class OutputFormat(StrEnum):
     JSON = "json"
     YAML = "yaml"
     NAME = "name"
+    # -o jsonpath=TEMPLATE / -o custom-columns=SPEC (cli/templates.py); not a choice itself.
+    TEMPLATE = "template"
 
 
-OUTPUT_FORMATS = tuple(f.value for f in OutputFormat)
+OUTPUT_FORMATS = tuple(f.value for f in OutputFormat if f is not OutputFormat.TEMPLATE)
+TEMPLATE_PREFIXES = ("jsonpath=", "custom-columns=")
+
+
+def is_template(value: str) -> bool:
+    return value.startswith(TEMPLATE_PREFIXES)
