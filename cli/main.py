@@ -32,6 +32,8 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "exec": ("cli.commands.exec:exec_", "Run a command in a service's container."),
     "wait": ("cli.commands.wait:wait",
              "Wait until objects reach a phase or condition, or are gone."),
+    "explain": ("cli.commands.explain:explain",
+                "Document a kind's fields (e.g. project.spec.services)."),
     "cordon": ("cli.commands.nodes:cordon", "Mark nodes unschedulable."),
     "uncordon": ("cli.commands.nodes:uncordon", "Mark nodes schedulable again."),
     "drain": ("cli.commands.nodes:drain", "Move every project off nodes."),
