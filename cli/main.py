@@ -26,6 +26,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "describe": ("cli.commands.describe:describe", "Show details of a project or node."),
     "delete": ("cli.commands.delete:delete", "Delete projects or nodes."),
     "diff": ("cli.commands.diff:diff", "Show what apply would change (exit 1 if anything)."),
+    "edit": ("cli.commands.edit:edit", "Edit a project or node in your editor."),
     "logs": ("cli.commands.logs:logs", "Print the logs of a project's services."),
     "port-forward": ("cli.commands.port_forward:port_forward",
                      "Forward local ports to a service."),
