@@ -5,6 +5,8 @@
   output (stdout and stderr demultiplexed), streamed as ``text/plain``.
 - ``GET /api/v1/forward/{project}/{service}/{port}`` → a WebSocket carrying one TCP
   connection to the container's port (binary messages both ways).
+- ``GET /api/v1/exec/{project}/{service}?command=…`` → a WebSocket running a command in the
+  container (``agent/exec_api.py``).
 
 Only containers this agent manages (labels ``cara.project`` and ``cara.node``) are served.
 ``cara-server`` relays both to users (``caravanserai/server/relay.py``), so ``caractrl``
@@ -72,6 +74,7 @@ class AgentAPI:
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/api/v1/logs/{project}/{service}", self.logs)
         self.app.router.add_get("/api/v1/forward/{project}/{service}/{port}", self.forward)
+        self.app.router.add_get("/api/v1/exec/{project}/{service}", self.exec)
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -138,6 +141,9 @@ class AgentAPI:
             await response.write_eof()
         return response
 
+    async def exec(self, request: web.Request) -> web.StreamResponse:
+        return await _exec(self, request)
+
     async def forward(self, request: web.Request) -> web.StreamResponse:
         project = request.match_info["project"]
         service = request.match_info["service"]
@@ -187,6 +193,39 @@ class AgentAPI:
             await ws.close()
             log.info("port-forward closed", project=project, service=service, port=port)
         return ws
+
+
+async def _exec(api: AgentAPI, request: web.Request) -> web.StreamResponse:
+    """``GET /api/v1/exec/{project}/{service}?command=…&tty=&stdin=`` (WebSocket; see
+    ``agent/exec_api.py`` for the messages)."""
+    from agent.exec_api import serve_exec
+
+    project = request.match_info["project"]
+    service = request.match_info["service"]
+    command = request.query.getall("command", [])
+    try:
+        tty = parse_bool(request.query.get("tty"), "tty")
+        stdin = parse_bool(request.query.get("stdin"), "stdin")
+    except ValueError as exc:
+        return problem(400, "Bad Request", str(exc))
+    if not command:
+        return problem(400, "Bad Request", "command: at least one is required")
+    docker = getattr(api.runtime, "docker", None)
+    if docker is None:
+        return problem(501, "Not Implemented", "this agent's runtime cannot exec")
+    try:
+        info = await api._container(project, service)
+    except EngineUnavailable as exc:
+        return problem(503, "Service Unavailable", str(exc))
+    if info is None:
+        return problem(
+            404, "Not Found", f'no container for service "{service}" of project "{project}"'
+        )
+    if info.state != "running":
+        return problem(
+            409, "Conflict", f'the container of service "{service}" is {info.state}, not running'
+        )
+    return await serve_exec(request, docker, info.id, command, tty=tty, stdin=stdin)
 
 
 async def pump(

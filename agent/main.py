@@ -34,6 +34,7 @@ from agent.reconciler import ProjectReconciler, ReconcilerSettings
 from agent.runtime import EngineUnavailable, Runtime
 from agent.sweeper import Sweeper, watch_container_events
 from caravanserai.api import Project
+from caravanserai.api.ingress import ingress_domain
 from caravanserai.client import CaravanseraiClient, ListOptions
 from caravanserai.informer.controller import Controller
 from caravanserai.informer.informer import SharedInformer
@@ -142,6 +143,7 @@ async def run_agent(
             proxy_port=config.proxy_port,
             engine_deadline=3.0,
             reserved=config.system_reserved,
+            ingress_domain=ingress_domain(config.environment, config.base_domain),
         )
         node = NodeAgent(hb_client, node_name, facts, interval=config.heartbeat_interval,
                          healthy=engine.ping)

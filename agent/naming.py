@@ -6,6 +6,8 @@ own: after a restart it finds what exists by label, and it sweeps what nobody ow
 
 from __future__ import annotations
 
+from caravanserai.api import ingress
+
 LABEL_PROJECT = "cara.project"
 LABEL_SERVICE = "cara.service"
 LABEL_NODE = "cara.node"
@@ -41,13 +43,10 @@ def resolve_host(host: str, environment: str, base_domain: str) -> str:
 
     A host containing a dot is used verbatim; otherwise it becomes
     ``{host}.{environment}.{baseDomain}``. Hostnames are case-insensitive, a trailing dot
-    (the DNS root) is dropped, so lookups compare the canonical lower-case form.
+    (the DNS root) is dropped, so lookups compare the canonical lower-case form. The rule
+    itself lives in :mod:`caravanserai.api.ingress`, shared with ``caractrl describe``.
     """
-    host = host.strip().rstrip(".").lower()
-    if "." in host:
-        return host
-    parts = [p for p in (host, environment.strip("."), base_domain.strip(".")) if p]
-    return ".".join(parts).lower()
+    return ingress.resolve_host(host, ingress.ingress_domain(environment, base_domain))
 
 
 def host_from_header(value: str) -> str:

@@ -91,6 +91,7 @@ async def gather_facts(
     proxy_port: int,
     engine_deadline: float = 5.0,
     reserved: dict[str, str] | None = None,
+    ingress_domain: str | None = None,
 ) -> NodeFacts:
     """Hostname, OS, kernel, Docker version and capacity (Docker's view when it answers)."""
     docker_version: str | None = None
@@ -119,7 +120,8 @@ async def gather_facts(
         docker_version=docker_version,
         agent_version=caravanserai.__version__,
     )
-    network = NodeNetwork(ip=advertise_ip, agent_port=agent_port, proxy_port=proxy_port)
+    network = NodeNetwork(ip=advertise_ip, agent_port=agent_port, proxy_port=proxy_port,
+                          ingress_domain=ingress_domain)
     return NodeFacts(info=info, capacity=capacity, network=network,
                      allocatable=allocatable_of(capacity, reserved or {}))
 

@@ -222,7 +222,7 @@ def observe(
                 type=CONDITION_CONTAINERS_RUNNING,
                 status=ConditionStatus.TRUE,
                 reason=REASON_RUNNING,
-                message=f"all {n} container{'s' if n != 1 else ''} running",
+                message="1 container running" if n == 1 else f"all {n} containers running",
             ),
             statuses,
             ready,

@@ -10,21 +10,25 @@ subcommand wins, as the last word on a command line does.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from caravanserai.client.http import CaravanseraiClient
-from caravanserai.logging import configure_logging
-from cli.config import Settings, resolve_settings
-from cli.printers import OUTPUT_FORMATS, OutputFormat
+from cli.output import OUTPUT_FORMATS, OutputFormat, is_template
+
+if TYPE_CHECKING:
+    # Imported where used: ``caractrl --help`` and ``version --client`` need neither aiohttp
+    # nor pydantic, and importing them costs most of the start-up time.
+    from caravanserai.client.http import CaravanseraiClient
+    from cli.config import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -32,10 +36,12 @@ T = TypeVar("T")
 # aiohttp wants a finite number; "no limit" (--timeout 0) becomes a year.
 _NO_LIMIT = 365 * 24 * 3600.0
 
-ClientFactory = Callable[[Settings], AbstractAsyncContextManager[CaravanseraiClient]]
+ClientFactory = Callable[["Settings"], AbstractAsyncContextManager["CaravanseraiClient"]]
 
 
 def default_client_factory(settings: Settings) -> CaravanseraiClient:
+    from caravanserai.client.http import CaravanseraiClient
+
     return CaravanseraiClient(
         settings.server,
         token=settings.token,
@@ -64,7 +70,14 @@ class State:
 
     @property
     def output(self) -> OutputFormat:
-        return OutputFormat(self.flags.get("output") or OutputFormat.TABLE)
+        value = self.flags.get("output") or OutputFormat.TABLE
+        return OutputFormat.TEMPLATE if is_template(str(value)) else OutputFormat(value)
+
+    @property
+    def template(self) -> str:
+        """The ``-o jsonpath=...`` / ``-o custom-columns=...`` value ("" for the others)."""
+        value = str(self.flags.get("output") or "")
+        return value if is_template(value) else ""
 
     @property
     def output_given(self) -> bool:
@@ -76,6 +89,8 @@ class State:
 
     def settings(self) -> Settings:
         if self._settings is None:
+            from cli.config import resolve_settings
+
             self._settings = resolve_settings(
                 server=self.flags.get("server"),
                 token=self.flags.get("token"),
@@ -93,6 +108,8 @@ class State:
         if self._logging_done or not self.manage_logging:
             return
         self._logging_done = True
+        from caravanserai.logging import configure_logging
+
         configure_logging(debug=self.debug, app="caractrl")
         if not self.debug:
             logging.getLogger().setLevel(logging.CRITICAL)
@@ -100,6 +117,8 @@ class State:
     def run(self, fn: Callable[[CaravanseraiClient], Awaitable[T]]) -> T:
         """Run ``fn(client)`` on a fresh event loop with an open client."""
         self.configure_logging()
+
+        import asyncio  # here: ``--help`` and ``version --client`` never need an event loop
 
         async def main() -> T:
             async with self.client() as client:
@@ -112,12 +131,22 @@ class State:
 
         ``asyncio.run`` cancels the task on SIGINT, so the client closes before we return.
         """
+        honour_sigint()
         try:
             self.run(fn)
         except KeyboardInterrupt:
             # Close the "^C" the terminal echoed, so the shell prompt starts on a new line.
             if sys.stderr.isatty():
                 click.echo(err=True)
+
+
+def honour_sigint() -> None:
+    """Make Ctrl-C / ``kill -INT`` stop a streaming command even when it was started with
+    SIGINT ignored (a background job of a script, ``nohup``, some CI runners): Python then
+    keeps the inherited "ignore", and a ``get -w`` or ``port-forward`` would run forever.
+    kubectl (Go's ``signal.Notify``) re-enables SIGINT the same way."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def get_state(ctx: click.Context | None = None) -> State:
@@ -135,6 +164,21 @@ def _record(ctx: click.Context, param: click.Parameter, value: Any) -> None:
     get_state(ctx).flags[param.name] = value
 
 
+class OutputType(click.Choice):
+    """``-o``: one of the formats, or ``jsonpath=...`` / ``custom-columns=...``."""
+
+    def __init__(self) -> None:
+        super().__init__(OUTPUT_FORMATS)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and is_template(value):
+            return value
+        return super().convert(value, param, ctx)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "FORMAT"
+
+
 def global_options(f: F) -> F:
     """Attach the global options (as hidden-from-the-function, recording callbacks)."""
     options = [
@@ -144,8 +188,9 @@ def global_options(f: F) -> F:
             "default http://localhost:8080].",
         ),
         click.option(
-            "-o", "--output", type=click.Choice(OUTPUT_FORMATS), expose_value=False,
-            callback=_record, help="Output format [default: table].",
+            "-o", "--output", type=OutputType(), expose_value=False,
+            callback=_record, help="Output format: " + "|".join(OUTPUT_FORMATS)
+            + "|jsonpath=TEMPLATE|custom-columns=HEADER:PATH,... [default: table].",
         ),
         click.option(
             "--token", metavar="TOKEN", expose_value=False, callback=_record,

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from caravanserai.api import Condition, Node, Project
+from caravanserai.api.ingress import DEFAULT_BASE_DOMAIN, DEFAULT_ENVIRONMENT, resolve_host
+from caravanserai.api.ingress import ingress_domain as make_domain
 from caravanserai.api.project import ProjectPhase, ServiceDef
 from caravanserai.api.quantities import format_cpus, format_memory
 from caravanserai.api.requests import ZERO, node_allocatable, project_request
@@ -28,6 +30,19 @@ from cli.formatting import (
 from cli.tables import conditions_summary
 
 INDENT = "  "
+# A message in the middle column of the phase history would pad every row to its length (an
+# image-pull error is ~200 characters): clip it there; the Conditions table, where it is
+# the last column, and ``-o yaml`` show it whole.
+HISTORY_MESSAGE_WIDTH = 60
+
+
+def clip(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters, the cut marked with an ellipsis."""
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
+def default_ingress_domain() -> str:
+    return make_domain(DEFAULT_ENVIRONMENT, DEFAULT_BASE_DOMAIN)
 
 
 @dataclass
@@ -162,8 +177,13 @@ def _service(r: Report, svc: ServiceDef, state: str | None) -> None:
         r.raw(f"{vm.name} -> {vm.mount_path}", indent=3)
 
 
-def describe_project(project: Project, now: datetime | None = None) -> str:
+def describe_project(
+    project: Project, now: datetime | None = None, ingress_domain: str | None = None
+) -> str:
+    """``ingress_domain``: what the project's node completes short ingress hosts with (its
+    ``status.network.ingressDomain``); the agents' default when unknown."""
     now = now or datetime.now(UTC)
+    domain = ingress_domain or default_ingress_domain()
     r = Report()
     _metadata(r, project, now)
     spec, status = project.spec, project.status
@@ -201,7 +221,9 @@ def describe_project(project: Project, now: datetime | None = None) -> str:
     r.table(
         ["Name", "Host", "Target", "Scope"],
         [
-            [i.name, i.host, f"{i.target.service}:{i.target.port}", i.access.scope.value]
+            # The host that routes (``news.dev.cara.local``), not the short form written.
+            [i.name, resolve_host(i.host, domain), f"{i.target.service}:{i.target.port}",
+             i.access.scope.value]
             for i in spec.ingress
         ],
         indent=1,
@@ -212,8 +234,8 @@ def describe_project(project: Project, now: datetime | None = None) -> str:
     r.table(
         ["Phase", "Reason", "Message", "Age"],
         [
-            [h.phase.value, or_placeholder(h.reason, "-"), or_placeholder(h.message, "-"),
-             age(h.time, now)]
+            [h.phase.value, or_placeholder(h.reason, "-"),
+             clip(or_placeholder(h.message, "-"), HISTORY_MESSAGE_WIDTH), age(h.time, now)]
             for h in reversed(status.history)
         ],
         indent=1,
@@ -263,6 +285,7 @@ def describe_node(node: Node, now: datetime | None = None, projects: Sequence[Pr
     r.add("Mode", or_placeholder(net.mode and net.mode.value), indent=1)
     r.add("Agent Port", or_placeholder(net.agent_port), indent=1)
     r.add("Proxy Port", or_placeholder(net.proxy_port), indent=1)
+    r.add("Ingress Domain", or_placeholder(net.ingress_domain), indent=1)
     tp = net.throughput
     if tp is not None:
         r.add("Throughput", indent=1)

@@ -88,7 +88,10 @@ class Table:
     """Left-aligned columns separated by three spaces, like kubectl's tabwriter.
 
     ``widths`` persist across ``render`` calls so that rows printed later by ``get -w`` line
-    up with the header printed first; a wider value widens its column from then on.
+    up with the header printed first: only a render that prints the header sizes the
+    columns (to the header and its rows); later rows are padded to those widths, and a
+    longer value overflows its own row only, as kubectl's watch output does, instead of
+    shifting every row after it.
     """
 
     def __init__(self, headers: Sequence[str]) -> None:
@@ -108,7 +111,8 @@ class Table:
         )
 
     def render(self, rows: Sequence[Sequence[str]], *, header: bool = True) -> list[str]:
-        self._fit(rows)
+        if header:
+            self._fit(rows)
         lines = [self._line(self.headers)] if header else []
         lines.extend(self._line(row) for row in rows)
         return lines

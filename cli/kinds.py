@@ -36,8 +36,9 @@ class KindType(click.ParamType):
             return value
         kind = ALIASES.get(str(value).lower())
         if kind is None:
-            self.fail(
-                f"unknown resource type {value!r} (use projects or nodes)", param, ctx
+            # Not BadParameter: its "Invalid value for 'projects|nodes'" prefix says nothing.
+            raise click.UsageError(
+                f"unknown resource type {value!r} (use projects or nodes)", ctx
             )
         return KINDS[kind]
 

@@ -84,13 +84,20 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _yaml_error(source: str, exc: YAMLError) -> ManifestError:
+def _yaml_error(source: str, exc: YAMLError, text: str = "") -> ManifestError:
     if isinstance(exc, MarkedYAMLError) and exc.problem_mark is not None:
         mark = exc.problem_mark
-        what = exc.problem or "syntax error"
-        return ManifestError(
-            f"{source}: invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {what}"
-        )
+        what = (exc.problem or "syntax error").replace("'<stream end>'", "the end of the file")
+        # The parser reports "the end of the stream" one line past the last one (line 9 of
+        # an 8-line file): say where the construct that was left open started instead.
+        if mark.line >= len(text.splitlines()) and text:
+            where = "at the end of the file"
+            ctx = exc.context_mark
+            if exc.context and ctx is not None:
+                what += f" ({exc.context} started at line {ctx.line + 1}, column {ctx.column + 1})"
+        else:
+            where = f"at line {mark.line + 1}, column {mark.column + 1}"
+        return ManifestError(f"{source}: invalid YAML {where}: {what}")
     return ManifestError(f"{source}: invalid YAML: {exc}")
 
 
@@ -120,7 +127,7 @@ def parse_text(source: str, text: str) -> list[Any]:
     try:
         docs = list(YAML(typ="safe", pure=True).load_all(text))
     except YAMLError as exc:
-        raise _yaml_error(source, exc) from None
+        raise _yaml_error(source, exc, text) from None
     return [_jsonable(d) for d in docs if d is not None]
 
 

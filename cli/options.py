@@ -50,3 +50,34 @@ async def wait_deadline(seconds: float | None, what: str) -> AsyncIterator[None]
         raise CommandError(
             f"timed out after {human_duration(seconds)} waiting for {what}"
         ) from None
+
+
+class SuggestingChoice(click.Choice):
+    """``click.Choice`` whose error names the closest valid value (``did you mean ...?``)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            import difflib
+
+            choices = [str(c) for c in self.choices]
+            lowered = {c.lower(): c for c in choices}
+            close = difflib.get_close_matches(str(value).lower(), list(lowered), n=1, cutoff=0.6)
+            hint = f"; did you mean {lowered[close[0]]!r}?" if close else ""
+            self.fail(f"{value!r} is not one of {', '.join(choices)}{hint}", param, ctx)
+
+
+DRY_RUN_MODES = ("none", "server", "client")
+
+DRY_RUN = click.option(
+    "--dry-run", "dry_run", type=SuggestingChoice(DRY_RUN_MODES), default="none",
+    is_flag=False, flag_value="client", show_default=True,
+    help="server: the server checks everything (validation, admission) and changes nothing; "
+    "client: only check locally and compare with what exists; none: do it.",
+)
+
+
+def dry_run_suffix(mode: str) -> str:
+    """What kubectl appends to each result line."""
+    return {"server": " (server dry run)", "client": " (dry run)"}.get(mode, "")

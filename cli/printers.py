@@ -12,14 +12,19 @@ import io
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from ruamel.yaml import YAML
 
 from caravanserai.api import API_VERSION, Node, Project
 from cli.formatting import Table
+from cli.output import OUTPUT_FORMATS, OutputFormat
 from cli.tables import NODE_COLUMNS, PROJECT_COLUMNS, Columns
+
+__all__ = [
+    "OUTPUT_FORMATS", "OutputFormat", "ResourcePrinter", "columns_for", "dump_json", "dump_yaml",
+    "kind_noun", "list_document", "object_name", "wire",
+]
 
 Obj = Mapping[str, Any]
 Echo = Callable[[str], None]
@@ -27,17 +32,6 @@ Echo = Callable[[str], None]
 
 # The widest value of enumerated columns: MODIFIED, Terminating.
 _WATCH_WIDTHS = {"EVENT": len("MODIFIED"), "PHASE": len("Terminating")}
-
-
-class OutputFormat(StrEnum):
-    TABLE = "table"
-    WIDE = "wide"
-    JSON = "json"
-    YAML = "yaml"
-    NAME = "name"
-
-
-OUTPUT_FORMATS = tuple(f.value for f in OutputFormat)
 
 
 def wire(model: Project | Node) -> dict[str, Any]:
@@ -176,12 +170,20 @@ class ResourcePrinter:
 
     def print_event(self, model: Project | Node, event: str) -> None:
         """One watch event: a new row, or the object again in json/yaml/name."""
+        self.print_events([model], event)
+
+    def print_events(self, models: Sequence[Project | Node], event: str) -> None:
+        """Several events at once (the initial list of ``get -w``): as one table, so the
+        header's columns fit every one of them."""
         if self.tabular:
-            self._table([model], event)
-        elif self.fmt is OutputFormat.NAME:
-            self.echo(object_name(wire(model)))
-        else:
-            self._emit(wire(model))
+            if models:
+                self._table(models, event)
+            return
+        for model in models:
+            if self.fmt is OutputFormat.NAME:
+                self.echo(object_name(wire(model)))
+            else:
+                self._emit(wire(model))
 
     def _emit(self, doc: Any) -> None:
         if self.fmt is OutputFormat.JSON:

@@ -228,10 +228,10 @@ if ((!up_to_date)); then
   cp -a "$images_dir/postgres/." "$stage/ctx/"
   chmod 0755 "$stage/ctx/docker-entrypoint.sh"
   find "$stage/ctx" -exec touch -h -d @0 {} +
-  # The classic builder: no buildx plugin, no BuildKit image; FROM scratch pulls nothing.
-  DOCKER_BUILDKIT=0 docker build --quiet \
+  # The classic builder, quiet unless it fails (lib/images.sh).
+  classic_build "$tag" \
     --label "$label=$hash" --label "$libs_label=$(tr '\n' ' ' <<<"$host_libs" | sed 's/ $//')" \
-    -t "$tag" "$stage/ctx" >&2 || die "docker build of $tag failed"
+    -t "$tag" "$stage/ctx"
   # A binary that cannot load its libraries fails here, not in a test.
   docker run --rm --entrypoint /bin/sh "$tag" -c 'postgres --version && psql --version && pg_isready --version' >/dev/null ||
     die "$tag: the PostgreSQL binaries do not run in the image"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one test command (README "Run the tests"): installs what the suite needs, starts a
+# The one test command (README "Development"): installs what the suite needs, starts a
 # private Docker engine, builds the local test images, lints, type-checks, then runs every
 # test (unit, integration against real PostgreSQL, e2e against real Docker).
 # Extra arguments go to pytest, e.g. `hack/test.sh tests/unit -x`.

@@ -33,6 +33,8 @@ class NodeNetwork(WireModel):
     mode: NetworkMode | None = None
     agent_port: int | None = None
     proxy_port: int | None = None
+    # What the agent appends to short ingress hosts (``news`` -> ``news.dev.cara.local``).
+    ingress_domain: str | None = None
     throughput: Throughput | None = None
 
 

@@ -297,6 +297,11 @@ class CaravanseraiClient:
         return True
 
 
+def _dry(dry_run: bool) -> list[tuple[str, str]] | None:
+    """The ``dryRun`` query parameter (Kubernetes' name and value)."""
+    return [("dryRun", "All")] if dry_run else None
+
+
 class ResourceClient(Generic[T]):
     """Typed routes of one resource kind (``client.projects`` / ``client.nodes``)."""
 
@@ -321,11 +326,14 @@ class ResourceClient(Generic[T]):
             return body
         return obj.to_wire()
 
-    async def create(self, obj: T | Mapping[str, Any]) -> T:
+    async def create(self, obj: T | Mapping[str, Any], *, dry_run: bool = False) -> T:
         """``POST``: create the object (a model, or a manifest dict whose ``apiVersion`` and
         ``kind`` may be left out); returns the stored object. AlreadyExists on 409,
-        Invalid (422, ``.errors`` per field) for a bad object."""
-        _, body = await self.client.request("POST", self.path, body=self._body(obj))
+        Invalid (422, ``.errors`` per field) for a bad object. ``dry_run``: every check,
+        no change; returns what would have been stored."""
+        _, body = await self.client.request(
+            "POST", self.path, body=self._body(obj), params=_dry(dry_run)
+        )
         return self._parse(body)
 
     async def get(self, name: str) -> T:
@@ -378,15 +386,17 @@ class ResourceClient(Generic[T]):
             items.extend(page.items)
         return ObjectList(items, page.resource_version)
 
-    async def update(self, obj: T | Mapping[str, Any]) -> T:
+    async def update(self, obj: T | Mapping[str, Any], *, dry_run: bool = False) -> T:
         """``PUT /{name}``: replace spec, labels and annotations.
 
         If ``metadata.resourceVersion`` is set it is a precondition: Conflict (409) when the
-        stored object has moved on. Returns the stored object.
+        stored object has moved on. Returns the stored object (``dry_run``: what would be).
         """
         body = self._body(obj)
         name = body["metadata"]["name"]
-        _, data = await self.client.request("PUT", f"{self.path}/{name}", body=body)
+        _, data = await self.client.request(
+            "PUT", f"{self.path}/{name}", body=body, params=_dry(dry_run)
+        )
         return self._parse(data)
 
     async def update_status(self, obj: T | Mapping[str, Any]) -> T:
@@ -396,10 +406,13 @@ class ResourceClient(Generic[T]):
         _, data = await self.client.request("PUT", f"{self.path}/{name}/status", body=body)
         return self._parse(data)
 
-    async def delete(self, name: str, *, force: bool = False) -> T | None:
+    async def delete(
+        self, name: str, *, force: bool = False, dry_run: bool = False
+    ) -> T | None:
         """``DELETE /{name}``: None when the object is gone (204); the object when it is
-        now Terminating (202) and will be removed once its node has torn it down."""
-        params = [("force", "true")] if force else None
+        now Terminating (202) and will be removed once its node has torn it down.
+        ``dry_run``: the same answer, nothing deleted."""
+        params = ([("force", "true")] if force else []) + (_dry(dry_run) or [])
         status, body = await self.client.request("DELETE", f"{self.path}/{name}", params=params)
         if status == 202 and isinstance(body, dict):
             return self._parse(body)

@@ -20,6 +20,7 @@ import asyncio
 import hmac
 import platform
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import cast
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
@@ -33,12 +34,14 @@ from caravanserai.api.resources import NODES, PROJECTS, ResourceKind
 from caravanserai.api.watch import WatchEvent
 from caravanserai.logging import get_logger
 from caravanserai.server.config import ServerConfig
+from caravanserai.server.dryrun import DryRunStore, dry_run_middleware
 from caravanserai.server.httputil import json_response
 from caravanserai.server.metrics import METRICS_CONTENT_TYPE, Metrics, observe_middleware
 from caravanserai.server.models import PhasePatch, VersionInfo
 from caravanserai.server.openapi import build_openapi
 from caravanserai.server.problems import problem_middleware
 from caravanserai.server.relay import relay_routes
+from caravanserai.server.relay_exec import exec_routes
 from caravanserai.server.routes_resources import (
     MAX_LIMIT,
     ResourceHandlers,
@@ -324,6 +327,7 @@ def route_table() -> list[RouteSpec]:
         ),
         *_resource_routes(PROJECTS, Project, ProjectList),
         *relay_routes(),
+        *exec_routes(),
         RouteSpec(
             "PATCH",
             "/api/v1/projects/{name}/status",
@@ -441,12 +445,14 @@ def create_app(
             problem_middleware,
             *([_auth_middleware(config)] if config.api_token else []),
             _timeout_middleware(config),
+            dry_run_middleware,
         ],
         # Bodies are read (and limited) by our own reader, which answers a problem (413).
         client_max_size=config.max_body_bytes,
     )
     app[CONFIG] = config
-    app[STORE] = store
+    # ?dryRun=All: every handler's checks run, the store's write is left out (dryrun.py).
+    app[STORE] = cast(Store, DryRunStore(store))
     app[METRICS] = metrics
     app[WATCHES] = WatchRegistry(cache_bytes=config.watch_cache_bytes // 2)
     routes = route_table()

@@ -16,11 +16,16 @@ What it brings up, in this order (each step fails with one clear line):
 4. **cara-agent**, as a child process, for the node ``--node-name`` (``NODE_NAME``, default
    the hostname) against that Docker engine, with its API and ingress proxy on loopback.
 
-It then prints what it started and how to use ``caractrl``. SIGINT/SIGTERM (Ctrl-C) stop
+It then prints what it started, where the logs are and how to use ``caractrl``. The server's
+and the agent's logs go to files in a ``logs`` directory next to the PostgreSQL data
+directory (the embedded PostgreSQL writes its own ``server.log`` in its data directory), so
+the summary is what the terminal shows; ``-v`` streams all three to the terminal as well.
+SIGINT/SIGTERM (Ctrl-C) stop
 everything in the reverse order: the agent first (so it does not retry against a server that
 is going away), then the server, then the embedded PostgreSQL. Containers are left to the
 agent's normal semantics: they keep running, and the agent adopts them on the next start.
-A second signal aborts the shutdown.
+A second signal aborts the shutdown. A private Docker engine that ``--dev`` started itself
+keeps running too (stopping it would stop the containers); the last line says how to stop it.
 """
 
 from __future__ import annotations
@@ -60,6 +65,10 @@ DATABASE_NAME = "caravanserai"
 # Where the examples and hack/ scripts are when running from a checkout (editable install).
 CHECKOUT = Path(caravanserai.__file__).resolve().parent.parent
 DOCKER_UP = CHECKOUT / "hack" / "docker-up.sh"
+DOCKER_DOWN = CHECKOUT / "hack" / "docker-down.sh"
+# The NAME of the private engine (hack/docker-up.sh NAME) and the socket it listens on.
+PRIVATE_ENGINE = "cara"
+PRIVATE_ENGINE_HOST = f"unix:///var/run/cara-docker/{PRIVATE_ENGINE}.sock"
 BUILD_EXAMPLES = CHECKOUT / "hack" / "build-example-images.sh"
 EXAMPLES = CHECKOUT / "examples"
 
@@ -82,6 +91,39 @@ class DevError(Exception):
 class DevOptions:
     node_name: str | None = None
     data_dir: Path | None = None
+    verbose: bool = False  # -v: stream the logs to the terminal too
+
+
+@dataclass(frozen=True)
+class DevLogs:
+    """Where each program of the dev cluster logs (the banner lists them)."""
+
+    directory: Path
+    server: Path
+    agent: Path
+    postgres: Path | None  # the embedded PostgreSQL's own log, when it is the database
+    verbose: bool
+
+
+def dev_logs(options: DevOptions) -> DevLogs:
+    """``logs/`` next to the PostgreSQL data directory (not in it: initdb wants it empty)."""
+    data_dir = (options.data_dir or dev_data_dir()).expanduser().resolve()
+    directory = data_dir.parent / "logs"
+    return DevLogs(directory, directory / "cara-server.log", directory / "cara-agent.log",
+                   data_dir / "server.log", options.verbose)
+
+
+def setup_dev_logging(logs: DevLogs, *, debug: bool, app: str) -> None:
+    """The server's log to its file (JSON lines), and to stderr as well with ``-v``."""
+    from caravanserai.logging import configure_logging
+
+    if logs.verbose:
+        configure_logging(debug=debug, app=app)
+        return
+    logs.directory.mkdir(parents=True, exist_ok=True)
+    # Line-buffered: ``tail -f`` shows each event as it happens.
+    stream = logs.server.open("a", encoding="utf-8", buffering=1)
+    configure_logging(debug=debug, app=app, stream=stream, json=True)
 
 
 @dataclass
@@ -89,6 +131,7 @@ class DockerEngine:
     host: str
     version: str
     origin: str  # why this one, for the banner: "from DOCKER_HOST", ...
+    started_here: bool = False  # a private engine this run started (not one found running)
 
 
 @dataclass
@@ -110,6 +153,7 @@ class Started:
     agent_pid: int
     proxy_address: str
     images: list[str]
+    logs: DevLogs | None = None
 
 
 # -- Docker ------------------------------------------------------------------------------------
@@ -152,7 +196,9 @@ async def find_docker(environ: Mapping[str, str]) -> DockerEngine:
         f"from {_display_path(DOCKER_UP)} (started unless it runs already)",
         err=True,
     )
-    code, out = await _run_script([str(DOCKER_UP)], environ, DOCKER_UP_TIMEOUT, quiet=False)
+    ran_before = await probe_docker(PRIVATE_ENGINE_HOST) is not None
+    code, out = await _run_script([str(DOCKER_UP), PRIVATE_ENGINE], environ, DOCKER_UP_TIMEOUT,
+                                  quiet=False)
     match = re.search(r"^export DOCKER_HOST=(\S+)\s*$", out, re.MULTILINE)
     if code != 0 or match is None:
         raise DevError(
@@ -162,7 +208,8 @@ async def find_docker(environ: Mapping[str, str]) -> DockerEngine:
     host = match.group(1)
     if (version := await probe_docker(host)) is None:
         raise DevError(f"the engine started by hack/docker-up.sh does not answer at {host}")
-    return DockerEngine(host, version, "private engine of hack/docker-up.sh")
+    return DockerEngine(host, version, "private engine of hack/docker-up.sh",
+                        started_here=not ran_before)
 
 
 async def build_example_images(environ: Mapping[str, str], docker_host: str) -> list[str]:
@@ -348,14 +395,29 @@ def plan_agent(
                      f"{cfg.proxy_host}:{cfg.proxy_port}")
 
 
-async def start_agent(plan: AgentPlan) -> asyncio.subprocess.Process:
+async def start_agent(
+    plan: AgentPlan, log_file: Path | None = None
+) -> asyncio.subprocess.Process:
+    """``log_file``: where its output goes (None: where ours goes, ``-v``)."""
+    out: Any = None
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        out = log_file.open("ab")
+    try:
+        return await _spawn_agent(plan, out)
+    finally:
+        if out is not None:
+            out.close()  # the child has its own descriptor
+
+
+async def _spawn_agent(plan: AgentPlan, out: Any) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         *plan.args,
         env=plan.env,
         stdin=asyncio.subprocess.DEVNULL,
-        # Its log lines go where ours go; "app": "cara-agent" tells them apart.
-        stdout=None,
-        stderr=None,
+        # A log file, or where ours go ("app": "cara-agent" tells the lines apart).
+        stdout=out,
+        stderr=asyncio.subprocess.STDOUT if out is not None else None,
         # Its own session: a Ctrl-C in the terminal reaches only us, and we stop the agent
         # first, in order, instead of everything racing at once.
         start_new_session=True,
@@ -364,19 +426,21 @@ async def start_agent(plan: AgentPlan) -> asyncio.subprocess.Process:
 
 
 async def wait_agent_ready(
-    proc: asyncio.subprocess.Process, server_url: str, node: str, since: datetime
+    proc: asyncio.subprocess.Process, server_url: str, node: str, since: datetime,
+    log_file: Path | None = None,
 ) -> None:
     """Until the node has heartbeated since ``since`` (a Ready left by an earlier run does
     not count); DevError if the agent exits or does not make it in time."""
     from caravanserai.client import CaravanseraiClient
 
+    where = f"its log {log_file}" if log_file is not None else "its messages above"
     deadline = time.monotonic() + AGENT_READY_TIMEOUT
     async with CaravanseraiClient(server_url, timeout=5) as client:
         while True:
             if proc.returncode is not None:
                 raise DevError(
                     f"cara-agent exited during startup with status {proc.returncode} "
-                    "(its messages are above)"
+                    f"(see {where})"
                 )
             with contextlib.suppress(Exception):
                 n = await client.nodes.get(node)
@@ -386,7 +450,7 @@ async def wait_agent_ready(
             if time.monotonic() > deadline:
                 raise DevError(
                     f"cara-agent did not register node {node!r} within "
-                    f"{AGENT_READY_TIMEOUT:g}s (its messages are above)"
+                    f"{AGENT_READY_TIMEOUT:g}s (see {where})"
                 )
             # Not a fixed wait for the condition: the agent's exit also ends the loop.
             with contextlib.suppress(TimeoutError):
@@ -455,6 +519,8 @@ def banner(started: Started) -> str:
     ]
     if images:
         lines.append(f"  images    {images}")
+    if started.logs is not None:
+        lines += _log_lines(started.logs, started.database.embedded)
     lines += ["", "Try it from another terminal:"]
     if started.server_url not in ("http://127.0.0.1:8080", "http://localhost:8080"):
         lines.append(f"  export CARA_SERVER={started.server_url}")
@@ -470,6 +536,57 @@ def banner(started: Started) -> str:
     return "\n".join(lines)
 
 
+def _log_lines(logs: DevLogs, embedded: bool) -> list[str]:
+    files = [logs.server, logs.agent] + ([logs.postgres] if embedded and logs.postgres else [])
+    paths = [_display_path(f) for f in files]
+    head = "logs      " + paths[0]
+    rest = [" " * 12 + p for p in paths[1:]]
+    tail = "(also streamed here: -v)" if logs.verbose else "(cara-server --dev -v streams them)"
+    return ["  " + head, *("  " + r for r in rest), " " * 12 + tail]
+
+
+def private_engine_note(docker: DockerEngine) -> str | None:
+    """After Ctrl-C: a private engine this run started is left running; say how to stop it."""
+    if not docker.started_here:
+        return None
+    return (
+        f"cara-server --dev: the private Docker engine it started keeps running, and the "
+        f"containers with it (the next --dev adopts them); to stop both: "
+        f"{_display_path(DOCKER_DOWN)} {PRIVATE_ENGINE}"
+    )
+
+
+def _read_from(path: Path, position: int | None) -> tuple[int, str]:
+    """What was appended to ``path`` since ``position`` (None: nothing, start at the end)."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return 0, ""
+    if position is None:
+        return size, ""
+    if size < position:  # truncated or replaced: start over
+        position = 0
+    if size == position:
+        return position, ""
+    with path.open("rb") as f:
+        f.seek(position)
+        chunk = f.read(size - position)
+    return position + len(chunk), chunk.decode(errors="replace")
+
+
+async def follow_file(path: Path, out: Callable[[str], None]) -> None:
+    """``tail -f`` of ``path`` (from its end) until cancelled: ``-v`` shows PostgreSQL's
+    log, which the embedded server writes to its own file."""
+    position, _ = await asyncio.to_thread(_read_from, path, None)
+    while True:
+        position, text = await asyncio.to_thread(_read_from, path, position)
+        for line in text.splitlines():
+            out(line)
+        # A log file has no change notification that works everywhere; half a second is
+        # soon enough for a person reading it.
+        await asyncio.sleep(0.5)
+
+
 async def run_dev(
     config: ServerConfig,
     options: DevOptions,
@@ -477,6 +594,7 @@ async def run_dev(
     extra_startup: Sequence[CleanupContext] = (),
     on_started: Callable[[], None] | None = None,
     environ: Mapping[str, str] | None = None,
+    logs: DevLogs | None = None,
 ) -> int:
     """Bring the cluster up, wait for SIGINT/SIGTERM, take it down. Returns the exit status;
     raises DevError (or the server's StartupError) when something cannot start.
@@ -509,6 +627,8 @@ async def run_dev(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
     database: Database | None = None
+    docker: DockerEngine | None = None
+    follower: asyncio.Future[None] | None = None
     server_task: asyncio.Task[None] | None = None
     server_stop = asyncio.Event()
     try:
@@ -546,10 +666,13 @@ async def run_dev(
         node = options.node_name or environ.get("NODE_NAME") or socket.gethostname()
         plan = plan_agent(environ, server_url=server_url, node=node, docker_host=docker.host)
         since = datetime.now(UTC).replace(microsecond=0)
-        agent = await start_agent(plan)
+        agent_log = logs.agent if logs is not None and not logs.verbose else None
+        agent = await start_agent(plan, agent_log)
         log.info("dev.agent_started", pid=agent.pid, node=node,
                  command=shlex.join(plan.args))
-        ready = asyncio.ensure_future(wait_agent_ready(agent, server_url, node, since))
+        ready = asyncio.ensure_future(
+            wait_agent_ready(agent, server_url, node, since, agent_log)
+        )
         await _first_of(ready, shutdown.wait(), server_task)
         if not ready.done():
             ready.cancel()
@@ -560,8 +683,14 @@ async def run_dev(
 
         if on_started is not None:
             on_started()
-        started = Started(server_url, database, docker, node, agent.pid, plan.proxy, images)
+        started = Started(server_url, database, docker, node, agent.pid, plan.proxy, images,
+                          logs)
         click.echo(banner(started))
+        if logs is not None and logs.verbose and database.embedded and logs.postgres:
+            pg_log = logs.postgres
+            follower = asyncio.ensure_future(
+                follow_file(pg_log, lambda line: click.echo(f"postgres: {line}", err=True))
+            )
 
         agent_exit = asyncio.ensure_future(agent.wait())
         await _first_of(shutdown.wait(), agent_exit, server_task)
@@ -575,6 +704,8 @@ async def run_dev(
         agent_exit.cancel()
         return 0
     finally:
+        if follower is not None:
+            follower.cancel()
         # Reverse order of startup: agent, server, database.
         if agent is not None:
             await stop_agent(agent)
@@ -592,6 +723,8 @@ async def run_dev(
         if signals:
             click.echo(_stopped_line(agent is not None, server_task is not None,
                                      database is not None and database.embedded), err=True)
+            if docker is not None and (note := private_engine_note(docker)) is not None:
+                click.echo(note, err=True)
 
 
 def _stopped_line(agent: bool, server: bool, database: bool) -> str:

@@ -295,6 +295,9 @@ def _workers_flag(value: str | None) -> int | None:
 @click.option("--workers", default=None, metavar="N|auto",
               help="Server processes sharing the port, to use several cores [env "
               "CARA_WORKERS; default 1; auto: one per CPU; not with --dev].")
+@click.option("-v", "--verbose", is_flag=True,
+              help="With --dev: stream the server's, the agent's and PostgreSQL's logs to the "
+              "terminal as well as to their files.")
 @click.version_option(caravanserai.__version__, prog_name=PROG)
 def main(
     host: str | None,
@@ -308,6 +311,7 @@ def main(
     node_name: str | None,
     data_dir: Path | None,
     workers: str | None,
+    verbose: bool,
 ) -> None:
     """The Caravanserai control-plane API server.
 
@@ -324,8 +328,8 @@ def main(
         "otel_collector_url": otel_collector_url,
         "workers": _workers_flag(workers),
     }
-    if not dev and (node_name is not None or data_dir is not None):
-        click.echo(f"{PROG}: --node-name and --data-dir only apply with --dev", err=True)
+    if not dev and (node_name is not None or data_dir is not None or verbose):
+        click.echo(f"{PROG}: --node-name, --data-dir and -v only apply with --dev", err=True)
         sys.exit(2)
     try:
         config = load_config(flags, config_file=config_file, env_file=env_file)
@@ -338,7 +342,7 @@ def main(
         if config.workers != 1:
             click.echo(f"{PROG}: --workers does not apply with --dev (one process)", err=True)
             sys.exit(2)
-        _main_dev(config, node_name, data_dir)
+        _main_dev(config, node_name, data_dir, verbose)
         return
     configure_logging(debug=config.debug, app=PROG)
     if config.workers > 1:
@@ -361,20 +365,36 @@ def main(
         held.release()  # e.g. a crash after startup: keep whatever was logged
 
 
-def _main_dev(config: ServerConfig, node_name: str | None, data_dir: Path | None) -> None:
+def _main_dev(
+    config: ServerConfig, node_name: str | None, data_dir: Path | None, verbose: bool
+) -> None:
     """``--dev``: the same one-line failures as the plain server (caravanserai.server.dev)."""
-    from caravanserai.server.dev import DevError, DevOptions, run_dev
+    from caravanserai.server.dev import (
+        DevError,
+        DevOptions,
+        dev_logs,
+        run_dev,
+        setup_dev_logging,
+    )
 
     if data_dir is None and (env_dir := os.environ.get("CARA_DATA_DIR")):
         data_dir = Path(env_dir)
-    configure_logging(debug=config.debug, app=PROG)
+    options = DevOptions(node_name=node_name or None, data_dir=data_dir, verbose=verbose)
+    logs = dev_logs(options)
+    try:
+        setup_dev_logging(logs, debug=config.debug, app=PROG)
+    except OSError as exc:
+        click.echo(f"{PROG} --dev: cannot write logs to {logs.directory}: "
+                   f"{exc.strerror or exc}", err=True)
+        sys.exit(1)
     held = HeldLogs()
-    options = DevOptions(node_name=node_name or None, data_dir=data_dir)
+    if not verbose:
+        held.release()  # a file keeps everything, a failed start included
     try:
         # As below: a bad CARA_CONTROLLERS is one line before anything starts.
         managers = [controller_manager()]
         code = asyncio.run(
-            run_dev(config, options, extra_startup=managers, on_started=held.release)
+            run_dev(config, options, extra_startup=managers, on_started=held.release, logs=logs)
         )
     except (DevError, StartupError, ConfigError) as exc:
         held.drop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from dataclasses import dataclass
@@ -27,10 +28,10 @@ from cli.context import State, get_state, global_options
 from cli.errors import CommandError, PartialFailure, echo_error, object_error
 from cli.kinds import resources_of
 from cli.manifests import Manifest, describe_ref, read_documents, validate_documents
-from cli.options import WAIT_TIMEOUT, wait_deadline
+from cli.options import DRY_RUN, WAIT_TIMEOUT, dry_run_suffix, wait_deadline
 from cli.printers import OutputFormat, dump_json, dump_yaml, object_name, wire
-from cli.progress import Progress
 from cli.tables import conditions_summary
+from cli.waiting import LiveStatus, progress_text
 from cli.watching import wait_for
 
 # An update races with controllers and agents writing the same object: re-read and retry.
@@ -67,11 +68,20 @@ def _body(resource: Any, resource_version: str | None = None) -> dict[str, Any]:
     return body
 
 
-async def apply_one(client: CaravanseraiClient, manifest: Manifest) -> Applied:
+async def apply_one(
+    client: CaravanseraiClient, manifest: Manifest, dry_run: str = "none"
+) -> Applied:
+    """Create or update one object. ``dry_run``: ``server`` sends every write with
+    ``dryRun`` (the server checks everything, changes nothing); ``client`` only reads and
+    compares; the result is what the object would be."""
     resources = resources_of(client, _kind(manifest))
     desired = manifest.resource
+    if dry_run == "client":
+        return await _client_dry_run(resources, manifest)
+    # Only a dry run passes the keyword: any client (or test double) without it still works.
+    dry: dict[str, bool] = {"dry_run": True} if dry_run == "server" else {}
     try:
-        created = await resources.create(_body(desired))
+        created = await resources.create(_body(desired), **dry)
         return Applied(manifest, "created", created)
     except AlreadyExists:
         pass
@@ -81,14 +91,16 @@ async def apply_one(client: CaravanseraiClient, manifest: Manifest) -> Applied:
         except NotFound:
             # Deleted between our create and get: create again.
             try:
-                return Applied(manifest, "created", await resources.create(_body(desired)))
+                return Applied(
+                manifest, "created", await resources.create(_body(desired), **dry)
+            )
             except AlreadyExists:
                 continue
         if _same_intent(desired, current):
             return Applied(manifest, "unchanged", current)
         sent_rv = current.metadata.resource_version
         try:
-            updated = await resources.update(_body(desired, sent_rv))
+            updated = await resources.update(_body(desired, sent_rv), **dry)
             return Applied(manifest, "configured", updated)
         except Conflict:
             if attempt == CONFLICT_RETRIES - 1:
@@ -104,11 +116,28 @@ async def apply_one(client: CaravanseraiClient, manifest: Manifest) -> Applied:
     raise CommandError(f"{describe_ref(manifest.kind, manifest.name)}: kept changing, gave up")
 
 
+async def _client_dry_run(resources: Any, manifest: Manifest) -> Applied:
+    """What apply would do, judged here: the manifest is already valid; compare it with
+    what exists (nothing is sent but reads)."""
+    desired = manifest.resource
+    try:
+        current = await resources.get(manifest.name)
+    except NotFound:
+        return Applied(manifest, "created", desired)
+    if _same_intent(desired, current):
+        return Applied(manifest, "unchanged", current)
+    merged = current.model_copy(deep=True)
+    merged.spec = desired.spec
+    merged.metadata.labels = dict(desired.metadata.labels)
+    merged.metadata.annotations = dict(desired.metadata.annotations)
+    return Applied(manifest, "configured", merged)
+
+
 def _kind(manifest: Manifest) -> ResourceKind:
     return KINDS[manifest.kind]
 
 
-def _report(state: State, applied: Applied, index: int) -> None:
+def _report(state: State, applied: Applied, index: int, dry_run: str = "none") -> None:
     fmt = state.output
     if fmt is OutputFormat.NAME:
         click.echo(object_name(wire(applied.result)))
@@ -119,15 +148,17 @@ def _report(state: State, applied: Applied, index: int) -> None:
             click.echo("---")
         click.echo(dump_yaml(wire(applied.result)).rstrip("\n"))
     else:
-        click.echo(f"{describe_ref(applied.manifest.kind, applied.manifest.name)} {applied.action}")
+        click.echo(
+            f"{describe_ref(applied.manifest.kind, applied.manifest.name)} {applied.action}"
+            f"{dry_run_suffix(dry_run)}"
+        )
 
 
-async def _wait_running(client: CaravanseraiClient, name: str, progress: Progress) -> Project:
+async def _wait_running(client: CaravanseraiClient, name: str, live: LiveStatus) -> Project:
     ref = describe_ref("Project", name)
 
     def on_change(obj: Project | None) -> None:
-        phase = obj.status.phase.value if obj is not None and obj.status.phase else "gone"
-        progress.update(f"waiting for {ref} to be Running: {phase}")
+        live.update(f"project/{name}", progress_text(obj))
 
     def done(obj: Project | None) -> bool:
         return obj is None or obj.status.phase in SETTLED
@@ -148,10 +179,11 @@ async def _wait_running(client: CaravanseraiClient, name: str, progress: Progres
 @click.option("--wait", is_flag=True,
               help="Wait until every applied project is Running (or Failed: exit 1).")
 @WAIT_TIMEOUT
+@DRY_RUN
 @global_options
 def apply(
     filenames: tuple[str, ...], recursive: bool, project_name: str | None, wait: bool,
-    wait_timeout: float | None,
+    wait_timeout: float | None, dry_run: str,
 ) -> None:
     """Create or update projects and nodes from YAML or JSON manifests.
 
@@ -168,6 +200,7 @@ def apply(
       cat project.yaml | caractrl apply -f -
       caractrl apply -f project.yaml --wait
       caractrl apply -f compose.yaml -p shop
+      caractrl apply -f project.yaml --dry-run=server -o yaml
     """
     state = get_state()
     documents, warnings = expand_compose(
@@ -176,7 +209,9 @@ def apply(
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
     manifests = validate_documents(documents)
-    state.run(lambda c: _apply_all(c, state, manifests, wait, wait_timeout))
+    if wait and dry_run != "none":
+        raise click.UsageError("--wait and --dry-run exclude each other: nothing would run")
+    state.run(lambda c: _apply_all(c, state, manifests, wait, wait_timeout, dry_run))
 
 
 async def _apply_all(
@@ -185,12 +220,13 @@ async def _apply_all(
     manifests: list[Manifest],
     wait: bool,
     wait_timeout: float | None,
+    dry_run: str = "none",
 ) -> None:
     failed = False
     applied: list[Applied] = []
     for manifest in manifests:
         try:
-            result = await apply_one(client, manifest)
+            result = await apply_one(client, manifest, dry_run)
         except ClientError:
             raise  # the server is unreachable: nothing else will work either
         except CaravanseraiError as exc:
@@ -199,15 +235,19 @@ async def _apply_all(
             echo_error(object_error(manifest.kind, manifest.name, exc))
             failed = True
             continue
-        _report(state, result, len(applied))
+        _report(state, result, len(applied), dry_run)
         applied.append(result)
-    if wait:
-        for item in applied:
-            if item.manifest.kind != "Project":
-                continue
-            ref = describe_ref("Project", item.manifest.name)
-            async with Progress() as progress, wait_deadline(wait_timeout, f"{ref} to run"):
-                final = await _wait_running(client, item.manifest.name, progress)
+    projects = [a.manifest.name for a in applied if a.manifest.kind == "Project"]
+    if wait and projects:
+        refs = ", ".join(describe_ref("Project", n) for n in projects)
+        # All at once, one live line each (phase, node, services running), as Compose
+        # shows a stack coming up; the results follow in the order of the manifests.
+        with LiveStatus() as live:
+            async with wait_deadline(wait_timeout, f"{refs} to run"), asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(_wait_running(client, n, live)) for n in projects]
+        for name, task in zip(projects, tasks, strict=True):
+            final = task.result()
+            ref = describe_ref("Project", name)
             if final.status.phase is ProjectPhase.FAILED:
                 echo_error(CommandError(f"{ref} failed: {_why(final)}"))
                 failed = True

@@ -14,7 +14,7 @@ from cli.context import State, get_state, global_options
 from cli.errors import PartialFailure, echo_error, not_found, object_error
 from cli.kinds import KIND, complete_names, resources_of
 from cli.manifests import ManifestError, describe_ref, read_documents
-from cli.options import WAIT_TIMEOUT, wait_deadline
+from cli.options import DRY_RUN, WAIT_TIMEOUT, dry_run_suffix, wait_deadline
 from cli.printers import OutputFormat
 from cli.progress import Progress
 from cli.watching import wait_for
@@ -56,6 +56,7 @@ def _targets_from_files(
               "even while projects are assigned to it.")
 @click.option("--wait", is_flag=True, help="Block until the objects are gone.")
 @WAIT_TIMEOUT
+@DRY_RUN
 @global_options
 def delete(
     resource: ResourceKind | None,
@@ -65,6 +66,7 @@ def delete(
     force: bool,
     wait: bool,
     wait_timeout: float | None,
+    dry_run: str,
 ) -> None:
     """Delete projects or nodes.
 
@@ -77,6 +79,7 @@ def delete(
       caractrl delete project a b c --wait
       caractrl delete -f project.yaml
       caractrl delete node node-01 --force
+      caractrl delete project my-project --dry-run=server
     """
     state = get_state()
     if filenames:
@@ -89,14 +92,16 @@ def delete(
                 "say what to delete: RESOURCE NAME... (e.g. project my-project) or -f FILE"
             )
         targets = [(resource, n) for n in names]
-    state.run(lambda c: _delete_all(c, state, targets, force, wait, wait_timeout))
+    if wait and dry_run != "none":
+        raise click.UsageError("--wait and --dry-run exclude each other: nothing is deleted")
+    state.run(lambda c: _delete_all(c, state, targets, force, wait, wait_timeout, dry_run))
 
 
-def _say(state: State, kind: ResourceKind, name: str, what: str) -> None:
+def _say(state: State, kind: ResourceKind, name: str, what: str, dry_run: str = "none") -> None:
     if state.output is OutputFormat.NAME:
         click.echo(f"{kind.kind.lower()}/{name}")
     else:
-        click.echo(f"{describe_ref(kind.kind, name)} {what}")
+        click.echo(f"{describe_ref(kind.kind, name)} {what}{dry_run_suffix(dry_run)}")
 
 
 async def _delete_all(
@@ -106,12 +111,20 @@ async def _delete_all(
     force: bool,
     wait: bool,
     wait_timeout: float | None,
+    dry_run: str = "none",
 ) -> None:
     failed = False
     pending: list[tuple[ResourceKind, str]] = []
     for kind, name in targets:
+        resources = resources_of(client, kind)
         try:
-            remaining: Any = await resources_of(client, kind).delete(name, force=force)
+            if dry_run == "client":
+                # Only that it exists; what the server would refuse is --dry-run=server's.
+                await resources.get(name)
+                remaining: Any = None
+            else:
+                dry: dict[str, bool] = {"dry_run": True} if dry_run == "server" else {}
+                remaining = await resources.delete(name, force=force, **dry)
         except NotFound:
             echo_error(not_found(kind.kind, name))
             failed = True
@@ -123,9 +136,9 @@ async def _delete_all(
             failed = True
             continue
         if remaining is None:
-            _say(state, kind, name, "deleted")
+            _say(state, kind, name, "deleted", dry_run)
         else:
-            _say(state, kind, name, "is being deleted")
+            _say(state, kind, name, "is being deleted", dry_run)
             pending.append((kind, name))
     if wait:
         for kind, name in pending:

@@ -44,7 +44,7 @@ async def _describe(client: CaravanseraiClient, kind: ResourceKind, names: tuple
             missing += 1
             continue
         if kind.kind == "Project":
-            text = describe_project(obj)
+            text = describe_project(obj, ingress_domain=await _ingress_domain(client, obj))
         else:
             projects = (await client.projects.list_all(ListOptions.of(node_ref=name))).items
             text = describe_node(obj, projects=projects)
@@ -54,3 +54,16 @@ async def _describe(client: CaravanseraiClient, kind: ResourceKind, names: tuple
         printed += 1
     if missing:
         raise PartialFailure()
+
+
+async def _ingress_domain(client: CaravanseraiClient, project: Any) -> str | None:
+    """The domain the project's node completes short ingress hosts with, if it says."""
+    node_name = project.status.node_ref
+    if not node_name or not project.spec.ingress:
+        return None
+    try:
+        node = await client.nodes.get(node_name)
+    except NotFound:
+        return None
+    domain: str | None = node.status.network.ingress_domain
+    return domain

@@ -15,20 +15,13 @@ from caravanserai.informer.cache import index_by_node_ref
 from cli.context import State, get_state, global_options
 from cli.errors import PartialFailure, echo_error, not_found
 from cli.kinds import KIND, complete_names, resources_of
-from cli.printers import OutputFormat, ResourcePrinter
+from cli.options import SuggestingChoice
+from cli.printers import OutputFormat, ResourcePrinter, list_document, wire
 from cli.watching import EVENT_NAMES, name_options, reflect
 
-# The values the seed guide lists for --phase (Terminated projects are gone a moment later).
-SELECTABLE_PHASES = tuple(
-    p.value
-    for p in (
-        ProjectPhase.PENDING,
-        ProjectPhase.SCHEDULED,
-        ProjectPhase.RUNNING,
-        ProjectPhase.FAILED,
-        ProjectPhase.TERMINATING,
-    )
-)
+# Every phase a project can be seen in (a Terminated one is removed a moment later, but a
+# watch or a script polling for it may still see it).
+SELECTABLE_PHASES = tuple(p.value for p in ProjectPhase)
 
 
 def _plural(kind: ResourceKind) -> str:
@@ -39,7 +32,7 @@ def _plural(kind: ResourceKind) -> str:
 @click.argument("resource", type=KIND)
 @click.argument("names", nargs=-1, shell_complete=complete_names)
 @click.option(
-    "--phase", multiple=True, type=click.Choice(SELECTABLE_PHASES),
+    "--phase", multiple=True, type=SuggestingChoice(SELECTABLE_PHASES, case_sensitive=False),
     help="Only projects in this phase (repeatable: any of them).",
 )
 @click.option("-l", "--selector", metavar="SELECTOR",
@@ -51,6 +44,8 @@ def _plural(kind: ResourceKind) -> str:
               help="After the list, print a new row for every change (Ctrl-C to stop).")
 @click.option("--output-watch-events", is_flag=True,
               help="With --watch: add an EVENT column (ADDED, MODIFIED, DELETED).")
+@click.option("--sort-by", metavar="PATH",
+              help="Sort the list by a JSONPath field, e.g. .metadata.creationTimestamp.")
 @global_options
 def get(
     resource: ResourceKind,
@@ -60,6 +55,7 @@ def get(
     field_selector: str | None,
     watch: bool,
     output_watch_events: bool,
+    sort_by: str | None,
 ) -> None:
     """Show projects or nodes as a table (or -o wide|json|yaml|name).
 
@@ -72,6 +68,9 @@ def get(
       caractrl --output json get projects my-project
       caractrl get nodes
       caractrl get projects -w
+      caractrl get projects -o jsonpath='{.items[*].metadata.name}'
+      caractrl get projects -o custom-columns=NAME:.metadata.name,NODE:.status.nodeRef
+      caractrl get projects --sort-by=.metadata.creationTimestamp
     """
     state = get_state()
     if phase and resource.kind != "Project":
@@ -84,6 +83,8 @@ def get(
         raise click.UsageError("--watch follows all objects or exactly one name")
     if output_watch_events and not watch:
         raise click.UsageError("--output-watch-events needs --watch")
+    if state.template or sort_by:
+        _check_templates(state.template, sort_by)
     options = ListOptions.of(
         label_selector=selector, field_selector=field_selector, phase=phase or None
     )
@@ -97,7 +98,26 @@ def get(
     if names:
         state.run(lambda c: _get_names(c, state, resource, names))
     else:
-        state.run(lambda c: _list(c, state, resource, options))
+        state.run(lambda c: _list(c, state, resource, options, sort_by))
+
+
+def _check_templates(template: str, sort_by: str | None) -> None:
+    """A bad template or path is a usage error before anything is asked of the server."""
+    from cli.templates import TemplateError, TemplatePrinter, sort_key
+
+    try:
+        if template:
+            TemplatePrinter(template, click.echo)
+        if sort_by:
+            sort_key(sort_by)
+    except TemplateError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _template_printer(state: State) -> Any:
+    from cli.templates import TemplatePrinter
+
+    return TemplatePrinter(state.template, click.echo)
 
 
 def _printer(
@@ -130,9 +150,23 @@ async def _project_counts(
 
 
 async def _list(
-    client: CaravanseraiClient, state: State, kind: ResourceKind, options: ListOptions
+    client: CaravanseraiClient, state: State, kind: ResourceKind, options: ListOptions,
+    sort_by: str | None = None,
 ) -> None:
     result: ObjectList[Any] = await resources_of(client, kind).list_all(options)
+    if sort_by:
+        from cli.templates import sort_key
+
+        key = sort_key(sort_by)
+        result.items.sort(key=lambda m: key(wire(m)))
+    if state.output is OutputFormat.TEMPLATE:
+        if not result.items and state.template.startswith("custom-columns="):
+            click.echo(f"No {_plural(kind)} found.", err=True)
+            return
+        _template_printer(state).print_list(
+            list_document(kind.kind, [wire(m) for m in result.items], result.resource_version)
+        )
+        return
     printer = _printer(state, kind, await _project_counts(client, state, kind))
     if not result.items and printer.tabular:
         # stderr, as kubectl: stdout stays empty for scripts counting lines.
@@ -152,6 +186,19 @@ async def _get_names(
             found.append(await resources.get(name))
         except NotFound:
             missing.append(name)
+    if state.output is OutputFormat.TEMPLATE:
+        tp = _template_printer(state)
+        if len(names) == 1 and found:
+            tp.print_object(wire(found[0]))
+        elif found:
+            tp.print_list(list_document(kind.kind, [wire(m) for m in found]))
+        if len(names) == 1 and missing:
+            raise not_found(kind.kind, missing[0])
+        for name in missing:
+            echo_error(not_found(kind.kind, name))
+        if missing:
+            raise PartialFailure()
+        return
     printer = _printer(state, kind, await _project_counts(client, state, kind))
     if len(names) == 1 and found:
         printer.print_one(found[0])
@@ -178,6 +225,15 @@ async def _watch(
     if one_name and not seed.items:
         name = (options.field_selector or "=").split("=", 1)[1]
         raise not_found(kind.kind, name)
+    if state.output is OutputFormat.TEMPLATE:
+        # Every event's object through the template, as kubectl get -w -o jsonpath does.
+        tp = _template_printer(state)
+        for obj in seed.items:
+            tp.print_object(wire(obj))
+        async with reflect(resources, options, seed) as (_, queue):
+            while True:
+                for delta in await queue.get():
+                    tp.print_object(wire(delta.new))
     wide_nodes = kind.kind == "Node" and state.output is OutputFormat.WIDE
     async with _node_project_index(client, wide_nodes) as counts:
         printer = ResourcePrinter(
@@ -188,8 +244,7 @@ async def _watch(
             project_counts=counts,
         )
         printer.presize_for_watch()
-        for obj in seed.items:
-            printer.print_event(obj, "ADDED")
+        printer.print_events(seed.items, "ADDED")
         async with reflect(resources, options, seed) as (_, queue):
             while True:
                 for delta in await queue.get():

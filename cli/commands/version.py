@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 import caravanserai
-from caravanserai.client.http import CaravanseraiClient
 from cli.context import get_state, global_options
-from cli.errors import explain
-from cli.printers import OutputFormat, dump_json, dump_yaml
+from cli.output import OutputFormat
+
+if TYPE_CHECKING:
+    from caravanserai.client.http import CaravanseraiClient
 
 
 def client_version() -> str:
@@ -35,6 +36,8 @@ def version(client_only: bool) -> None:
     server: dict[str, Any] | None = None
     problem: str | None = None
     if not client_only:
+        from cli.errors import explain
+
         async def ask(client: CaravanseraiClient) -> dict[str, Any]:
             return await client.version()
 
@@ -44,6 +47,8 @@ def version(client_only: bool) -> None:
             problem, _ = explain(exc)
     fmt = state.output
     if fmt in (OutputFormat.JSON, OutputFormat.YAML):
+        from cli.printers import dump_json, dump_yaml  # YAML: imported only when asked for
+
         doc: dict[str, Any] = {"clientVersion": {"version": client_version()}}
         if server is not None:
             doc["serverVersion"] = server

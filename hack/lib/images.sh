@@ -115,15 +115,18 @@ build_image() {
   cp -a "$images_dir/$img/." "$ctx/"
   find "$ctx" -exec touch -h -d @0 {} +
   say "building $tag ($hash)"
-  # The classic builder: it needs no buildx plugin and no BuildKit image, and
-  # with a FROM scratch there is nothing for it to pull.
-  if [[ $quiet == --quiet ]]; then
-    # Its output (and the legacy builder's deprecation notice) only matters on failure.
-    local out
-    out=$(DOCKER_BUILDKIT=0 docker build --quiet --label "$label=$hash" -t "$tag" "$ctx" 2>&1) ||
-      { echo "$out" >&2; die "docker build of $tag failed"; }
-  else
-    DOCKER_BUILDKIT=0 docker build --quiet --label "$label=$hash" -t "$tag" "$ctx" >&2 ||
-      die "docker build of $tag failed"
-  fi
+  # $quiet is kept for callers; the build is quiet either way (see classic_build).
+  : "$quiet"
+  classic_build "$tag" --label "$label=$hash" -t "$tag" "$ctx"
+}
+
+# $1: tag (for the error message); the rest: arguments of `docker build`.
+# The classic builder: it needs no buildx plugin and no BuildKit image, and with a
+# FROM scratch there is nothing for it to pull. Its output, and the four-line "legacy
+# builder is deprecated" notice it prints on every run, only matter when it fails.
+classic_build() {
+  local tag=$1 out
+  shift
+  out=$(DOCKER_BUILDKIT=0 docker build --quiet "$@" 2>&1) ||
+    { echo "$out" >&2; die "docker build of $tag failed"; }
 }

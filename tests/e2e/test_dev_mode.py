@@ -172,6 +172,14 @@ async def test_restart_keeps_data_and_adopts_running_containers(
     devs.append(first)
     data_dir = dev_env.tmp / "data" / "caravanserai" / "postgres"
     assert f"data in {data_dir}" in first.banner
+    # The terminal gets the summary, not the programs' logs: those are in files it names.
+    logs = dev_env.tmp / "data" / "caravanserai" / "logs"
+    for path in (logs / "cara-server.log", logs / "cara-agent.log", data_dir / "server.log"):
+        assert str(path.relative_to(dev_env.tmp)) in first.banner, first.banner
+    terminal = first.log.read_text(errors="replace")
+    assert '"event"' not in terminal and "listening" not in terminal, terminal
+    assert '"event": "listening"' in (logs / "cara-server.log").read_text()
+    assert '"app": "cara-agent"' in (logs / "cara-agent.log").read_text()
     name = f"hello-{uuid.uuid4().hex[:6]}"
     try:
         async with CaravanseraiClient(dev_env.server_url) as api:
@@ -212,7 +220,7 @@ async def test_database_url_is_used_instead_of_the_embedded_one(
     try:
         line = next(x for x in dev.stdout if x.strip().startswith("database"))
         assert "DATABASE_URL" in line and "embedded" not in line, line
-        assert not (dev_env.tmp / "data" / "caravanserai").exists()
+        assert not (dev_env.tmp / "data" / "caravanserai" / "postgres").exists()
         async with CaravanseraiClient(dev_env.server_url) as api:
             nodes = await api.nodes.list()
             assert [n.metadata.name for n in nodes.items] == [dev_env.node]

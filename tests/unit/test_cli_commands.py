@@ -58,7 +58,7 @@ class FakeResources:
         self.fake.revision += 1
         return str(self.fake.revision)
 
-    async def create(self, body: Mapping[str, Any]) -> Any:
+    async def create(self, body: Mapping[str, Any], *, dry_run: bool = False) -> Any:
         self.fake.calls.append(("create", body["metadata"]["name"]))
         name = body["metadata"]["name"]
         if name in self.items:
@@ -72,7 +72,8 @@ class FakeResources:
         if self.model is Project:
             data["status"] = {"phase": "Pending"}
         obj = self.model.model_validate(data)
-        self.items[name] = obj
+        if not dry_run:
+            self.items[name] = obj
         return obj
 
     async def get(self, name: str) -> Any:
@@ -89,7 +90,7 @@ class FakeResources:
     async def list_all(self, options: ListOptions | None = None, **_: Any) -> ObjectList[Any]:
         return await self.list(options)
 
-    async def update(self, body: Mapping[str, Any]) -> Any:
+    async def update(self, body: Mapping[str, Any], *, dry_run: bool = False) -> Any:
         name = body["metadata"]["name"]
         self.fake.calls.append(("update", name))
         current = await self.get(name)
@@ -105,15 +106,17 @@ class FakeResources:
         new.spec = type(current.spec).model_validate(body.get("spec") or {})
         new.metadata.labels = dict(body["metadata"].get("labels") or {})
         new.metadata.resource_version = self._next()
-        self.items[name] = new
+        if not dry_run:
+            self.items[name] = new
         return new
 
-    async def delete(self, name: str, *, force: bool = False) -> Any:
+    async def delete(self, name: str, *, force: bool = False, dry_run: bool = False) -> Any:
         self.fake.calls.append(("delete", name))
         obj = await self.get(name)
         if self.delete_accepts and not force:
             return obj
-        del self.items[name]
+        if not dry_run:
+            del self.items[name]
         return None
 
 
@@ -284,14 +287,32 @@ def test_get_missing(fake: FakeClient, env: dict[str, str]) -> None:
 
 
 def test_phase_is_validated(fake: FakeClient, env: dict[str, str]) -> None:
-    r = run(fake, env, "get", "projects", "--phase=running")
+    r = run(fake, env, "get", "projects", "--phase=Runing")
     assert r.exit_code == 2
-    assert (
-        "'running' is not one of 'Pending', 'Scheduled', 'Running', 'Failed', 'Terminating'"
-        in r.stderr
+    # One line, naming every phase and the one meant; no usage block.
+    assert r.stderr == (
+        "Error: Invalid value for '--phase': 'Runing' is not one of Pending, Scheduled, "
+        "Running, Failed, Terminating, Terminated; did you mean 'Running'? "
+        "(see 'caractrl get --help')\n"
     )
-    assert run(fake, env, "get", "projects", "--phase=Terminated").exit_code == 2
+    assert run(fake, env, "get", "projects", "--phase=Terminated").exit_code == 0
+    assert run(fake, env, "get", "projects", "--phase=running").exit_code == 0
     assert run(fake, env, "get", "nodes", "--phase=Running").exit_code == 2
+
+
+def test_usage_errors_are_one_line(fake: FakeClient, env: dict[str, str]) -> None:
+    r = run(fake, env, "get", "pods")
+    assert (r.exit_code, r.stdout) == (2, "")
+    assert r.stderr == (
+        "Error: unknown resource type 'pods' (use projects or nodes) "
+        "(see 'caractrl get --help')\n"
+    )
+    r = run(fake, env, "gett", "projects")
+    assert (r.exit_code, r.stderr) == (
+        2, "Error: unknown command 'gett'; did you mean 'get'? (see 'caractrl --help')\n"
+    )
+    r = run(fake, env, "--outptu", "json", "get", "projects")
+    assert r.exit_code == 2 and len(r.stderr.splitlines()) == 1, r.stderr
     assert run(fake, env, "get", "projects", "--phase=Running").exit_code == 0
 
 

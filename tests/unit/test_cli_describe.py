@@ -252,3 +252,29 @@ def test_node_lists_its_projects() -> None:
     assert "State:           Ready" in lines or any(
         line.startswith("State:") and line.endswith("Ready") for line in lines
     )
+
+
+def test_a_long_message_does_not_stretch_the_phase_history() -> None:
+    long = "Error response from daemon: pull access denied for nosuchimage, " * 4
+    project = Project.model_validate({
+        "apiVersion": "caravanserai/v1", "kind": "Project",
+        "metadata": {"name": "p", "creationTimestamp": "2026-04-07T10:00:00Z"},
+        "spec": {"services": [{"name": "web", "image": "nosuchimage"}],
+                 "ingress": [{"name": "www", "host": "news",
+                              "target": {"service": "web", "port": 80}}]},
+        "status": {"phase": "Failed", "history": [
+            {"phase": "Failed", "reason": "ImagePullFailed", "message": long,
+             "time": "2026-04-07T10:00:05Z"},
+        ]},
+    })
+    text = describe_project(project, now=datetime(2026, 4, 7, 10, 1, tzinfo=UTC))
+    lines = text.splitlines()
+    history = lines[lines.index("Phase History:") + 1:]
+    assert all(len(line) <= 120 for line in history), history
+    assert history[1].split()[:2] == ["Failed", "ImagePullFailed"]
+    assert "…" in history[1]
+    # The ingress host as it routes: the short form completed with the node's domain.
+    assert any(line.split()[:2] == ["www", "news.dev.cara.local"] for line in lines), text
+    other = describe_project(project, now=datetime(2026, 4, 7, 10, 1, tzinfo=UTC),
+                             ingress_domain="prod.example.org")
+    assert "news.prod.example.org" in other

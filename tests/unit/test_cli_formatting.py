@@ -66,9 +66,11 @@ def test_table_three_space_gap_left_aligned_no_trailing_blanks() -> None:
     ]
 
 
-def test_table_keeps_widths_for_later_rows_and_widens() -> None:
+def test_table_keeps_the_header_widths_for_later_rows() -> None:
     table = Table(["NAME", "AGE"])
     assert table.render([["a", "1s"]]) == ["NAME   AGE", "a      1s"]
     # A later (watch) row lines up with the header printed before.
     assert table.render([["b", "2s"]], header=False) == ["b      2s"]
+    # A longer value overflows its own row only; the rows after it line up again.
     assert table.render([["much-longer", "3s"]], header=False) == ["much-longer   3s"]
+    assert table.render([["c", "4s"]], header=False) == ["c      4s"]

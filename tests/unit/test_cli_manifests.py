@@ -86,6 +86,14 @@ def test_yaml_timestamps_become_rfc3339_strings() -> None:
 def test_syntax_errors_name_the_place() -> None:
     with pytest.raises(ManifestError, match=r"p.yaml: invalid YAML at line 2, column \d+"):
         parse_text("p.yaml", "a: [1\nb: 2\n")
+    # An unclosed bracket is found at the end of the stream, one line past the last: the
+    # message names the end of the file and where the bracket was opened instead.
+    with pytest.raises(ManifestError) as caught:
+        parse_text("p.yaml", "a: 1\nb: [1\n")
+    assert caught.value.summary == (
+        "p.yaml: invalid YAML at the end of the file: expected ',' or ']', but got the end "
+        "of the file (while parsing a flow sequence started at line 2, column 4)"
+    )
     with pytest.raises(ManifestError, match=r"p.json: invalid JSON at line 1"):
         parse_text("p.json", "{nope}")
 

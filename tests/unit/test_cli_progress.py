@@ -72,3 +72,28 @@ def test_watch_yaml_documents_are_separated() -> None:
     p.print_event(project("a", "Running"), "MODIFIED")
     text = "\n".join(lines)
     assert text.count("\n---\n") == 1 and text.startswith("apiVersion: caravanserai/v1")
+
+
+def _starts(line: str) -> list[int]:
+    """Where each column starts (after a run of 2+ blanks), for comparing alignment."""
+    import re
+
+    return [0] + [m.end() for m in re.finditer(r"\s{2,}", line)]
+
+
+def test_watch_rows_after_the_first_list_line_up_with_the_header() -> None:
+    lines: list[str] = []
+    p = ResourcePrinter("Project", OutputFormat.TABLE, lines.append, now=lambda: NOW)
+    p.presize_for_watch()
+    # The initial list is one table sized to all of its rows ...
+    p.print_events([project("a", "Pending"), project("a-much-longer-name", "Running")], "ADDED")
+    # ... and every later event is padded to the header's columns, not on its own.
+    p.print_event(project("b", "Terminating"), "MODIFIED")
+    p.print_event(project("a-much-longer-name", "Failed"), "MODIFIED")
+    # A name longer than the column overflows its own row; the next rows line up again.
+    p.print_event(project("an-even-longer-name-than-all-before", "Running"), "ADDED")
+    p.print_event(project("c", "Running"), "MODIFIED")
+    header, *rows = lines
+    assert len(rows) == 6
+    for row in rows[:4] + rows[5:]:
+        assert _starts(row) == _starts(header), (header, row)

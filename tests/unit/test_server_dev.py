@@ -175,6 +175,8 @@ def test_dev_only_flags_need_dev() -> None:
     result = CliRunner().invoke(main, ["--node-name", "x"], env={"DATABASE_URL": "postgresql://h/d"})
     assert result.exit_code == 2
     assert "only apply with --dev" in result.output
+    result = CliRunner().invoke(main, ["-v"], env={"DATABASE_URL": "postgresql://h/d"})
+    assert result.exit_code == 2 and "only apply with --dev" in result.output
 
 
 def test_help_mentions_dev() -> None:
@@ -193,3 +195,46 @@ def test_the_line_after_ctrl_c_names_what_was_stopped(
     ran: tuple[bool, bool, bool], line: str
 ) -> None:
     assert dev._stopped_line(*ran) == f"cara-server --dev: {line}"
+
+
+def test_logs_are_next_to_the_data_directory_and_named_in_the_banner(tmp_path: Path) -> None:
+    logs = dev.dev_logs(dev.DevOptions(data_dir=tmp_path / "pg"))
+    assert logs.server == tmp_path / "logs" / "cara-server.log"
+    assert logs.agent == tmp_path / "logs" / "cara-agent.log"
+    assert logs.postgres == tmp_path / "pg" / "server.log"
+    started = _started()
+    started.database.embedded = True
+    started.logs = logs
+    text = banner(started)
+    for path in (logs.server, logs.agent, logs.postgres):
+        assert str(path) in text
+    assert "-v streams them" in text
+
+
+async def test_private_engine_started_here_is_named_with_how_to_stop_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    script = tmp_path / "docker-up.sh"
+    script.write_text("exit 0\n")
+    monkeypatch.setattr(dev, "DOCKER_UP", script)
+    monkeypatch.setattr(dev.os, "geteuid", lambda: 0)
+    ran: list[list[str]] = []
+
+    async def run_script(args: list[str], *_: object, **__: object) -> tuple[int, str]:
+        ran.append(args)
+        return 0, f"export DOCKER_HOST={dev.PRIVATE_ENGINE_HOST}\n"
+
+    async def probe(host: str) -> str | None:
+        # Only the private engine, and only once docker-up has run.
+        return "27.0" if host == dev.PRIVATE_ENGINE_HOST and ran else None
+
+    monkeypatch.setattr(dev, "_run_script", run_script)
+    monkeypatch.setattr(dev, "probe_docker", probe)
+    engine = await find_docker({})
+    assert ran == [[str(script), "cara"]]
+    assert engine.started_here
+    note = dev.private_engine_note(engine)
+    assert note is not None and "docker-down.sh cara" in note and "keeps running" in note
+    # Found running already (another --dev started it): not ours to mention.
+    engine = await find_docker({})
+    assert not engine.started_here and dev.private_engine_note(engine) is None
