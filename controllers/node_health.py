@@ -189,13 +189,18 @@ class NodeHealth:
 def controller(ctx: ControllerContext) -> RunnableController:
     """Entry point ``node-health``: one timer per node from its heartbeat."""
     settings = load_settings(ctx.name, ctx.config)
-    nodes = ctx.informers.nodes()
-    reconciler = NodeHealth(
-        ctx.client, nodes, ctx.clock, settings.heartbeat_timeout, ctx.log.bind(kind="Node")
-    )
-    ctrl: Controller[str] = Controller(
-        ctx.name, reconciler, workers=settings.workers, clock=ctx.clock, kind="Node"
-    )
     # Every change, heartbeats included: each one moves the node's deadline.
-    ctrl.watch(nodes)
-    return ctrl
+    return (
+        Controller.for_(Node)
+        .workers(settings.workers)
+        .complete(
+            lambda c: NodeHealth(
+                c.client,
+                c.informers.nodes(),
+                c.clock,
+                settings.heartbeat_timeout,
+                c.log.bind(kind="Node"),
+            )
+        )
+        .build(ctx)
+    )
