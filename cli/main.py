@@ -12,6 +12,7 @@ from cli.commands.config import config
 from cli.commands.delete import delete
 from cli.commands.describe import describe
 from cli.commands.get import get
+from cli.commands.label import annotate, label
 from cli.commands.logs import logs
 from cli.commands.nodes import cordon, drain, uncordon
 from cli.commands.port_forward import port_forward
@@ -73,8 +74,8 @@ def cli(ctx: click.Context) -> None:
 
 
 for _command in (
-    apply, get, describe, delete, logs, port_forward, cordon, uncordon, drain, config, version,
-    completion,
+    apply, get, describe, delete, logs, port_forward, cordon, uncordon, drain, label, annotate,
+    config, version, completion,
 ):
     cli.add_command(_command)
 
