@@ -31,12 +31,14 @@ from caravanserai.api.node import CONDITION_READY, Node, NodeState, NodeStatus
 from caravanserai.api.problems import Conflict, NotFound
 from caravanserai.client.http import CaravanseraiClient
 from caravanserai.informer import (
+    Change,
     Clock,
     Controller,
     ControllerContext,
     Result,
     RunnableController,
     SharedInformer,
+    predicate,
 )
 from controllers.condition_clock import requeue_after
 from controllers.settings import load_settings
@@ -46,6 +48,7 @@ __all__ = [
     "REASON_HEARTBEAT_TIMEOUT",
     "HealthDecision",
     "NodeHealth",
+    "availability_changed",
     "controller",
     "describe_absence",
     "evaluate",
@@ -76,6 +79,17 @@ def node_available(node: Node | None) -> bool:
         return False
     ready = get_condition(node.status.conditions, CONDITION_READY)
     return ready is None or ready.status is not ConditionStatus.FALSE
+
+
+@predicate
+def availability_changed(change: Change[Node]) -> bool:
+    """A node appeared, went, or became (un)available to its projects (:func:`node_available`);
+    heartbeats alone pass nothing. The node watch of the rescheduler and termination."""
+    return (
+        change.old is None
+        or change.new is None
+        or (node_available(change.old) != node_available(change.new))
+    )
 
 
 def describe_absence(node_name: str | None, node: Node | None) -> str:

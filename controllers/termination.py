@@ -34,7 +34,7 @@ from caravanserai.informer import (
     predicate,
 )
 from controllers.condition_clock import ProjectClockReconciler, start_clock, stop_clock, time_left
-from controllers.node_health import describe_absence, node_available
+from controllers.node_health import availability_changed, describe_absence, node_available
 from controllers.settings import format_duration, load_settings
 
 __all__ = [
@@ -153,16 +153,6 @@ class Termination(ProjectClockReconciler[Plan]):
 def finishing(change: Change[Project]) -> bool:
     """Projects being deleted: Terminating or Terminated."""
     return change.object.status.phase in (ProjectPhase.TERMINATING, ProjectPhase.TERMINATED)
-
-
-@predicate
-def availability_changed(change: Change[Node]) -> bool:
-    """A node appeared, went, or became (un)available to its agent's projects."""
-    return (
-        change.old is None
-        or change.new is None
-        or (node_available(change.old) != node_available(change.new))
-    )
 
 
 def terminating_on(change: Change[Node]) -> list[str]:

@@ -26,7 +26,7 @@ Outcomes of ``reconcile(key)``:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -152,7 +152,7 @@ class Controller(Generic[K]):
         model: type[T],
         options: ListOptions | None = None,
         *,
-        indexers: dict[str, IndexFunc[T]] | None = None,
+        indexers: Mapping[str, IndexFunc[T]] | None = None,
         predicate: Predicate | None = None,
     ) -> ControllerBuilder[T]:
         """Start a :class:`~caravanserai.informer.builder.ControllerBuilder` reconciling

@@ -124,3 +124,54 @@ async def test_the_example_runs_in_process_as_a_plugin(
         finally:
             runner.cancel()
             await asyncio.gather(runner, return_exceptions=True)
+
+
+async def _until_line(proc: asyncio.subprocess.Process, event: str, within: float) -> None:
+    assert proc.stderr is not None
+    async with asyncio.timeout(within):
+        while True:
+            line = await proc.stderr.readline()
+            assert line, f"the runner exited ({await proc.wait()}) before logging {event!r}"
+            if line.startswith(b"{") and json.loads(line).get("event") == event:
+                return
+
+
+async def test_leader_election_runs_one_copy_and_hands_over(
+    server: RunningServer, database_url: str
+) -> None:
+    """Two copies with --leader-elect: one leads; SIGTERM releases the lease and the other
+    takes over and keeps the label in line."""
+
+    async def start() -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "caravanserai.informer.run", SYNCER, "--server", server.url,
+            "--leader-elect", "--database-url", database_url,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+
+    first = await start()
+    second: asyncio.subprocess.Process | None = None
+    try:
+        await _until_line(first, "controllers starting", within=30)
+        second = await start()
+        waiting = asyncio.create_task(_until_line(second, "controllers starting", within=60))
+        async with CaravanseraiClient(server.url) as client:
+            await client.nodes.create(node_manifest("n1"))
+            await client.projects.create(project_manifest("web"))
+            await client.projects.patch_status("web", ProjectPhase.SCHEDULED, node_ref="n1")
+
+            async def label() -> str | None:
+                return (await client.projects.get("web")).metadata.labels.get(LABEL)
+
+            await eventually(lambda: _is(label, "n1"), within=15)
+            assert not waiting.done(), "the second copy must wait while the first leads"
+            first.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(first.wait(), 20) == 0
+            await waiting  # the lease was released: the second copy leads now
+            await client.projects.patch("web", {"metadata": {"labels": {LABEL: "wrong"}}})
+            await eventually(lambda: _is(label, "n1"), within=15)
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.returncode is None:
+                proc.kill()
+                await proc.wait()
