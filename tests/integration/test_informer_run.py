@@ -175,3 +175,54 @@ async def test_leader_election_runs_one_copy_and_hands_over(
             if proc is not None and proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+TABLE = f"{ROOT / 'examples' / 'controller' / 'node_table.py'}:controller"
+
+
+async def test_two_examples_share_one_runner_and_the_table_follows_moves(
+    server: RunningServer,
+) -> None:
+    """The label syncer and the node table in one process (one informer per kind); a project
+    moving from n1 to n2 changes both nodes' counts."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "caravanserai.informer.run", SYNCER, TABLE, "--server", server.url,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with CaravanseraiClient(server.url) as client:
+
+            async def counts() -> dict[str, str | None]:
+                nodes = (await client.nodes.list()).items
+                return {n.metadata.name: n.metadata.annotations.get(KEY) for n in nodes}
+
+            async def counts_are(want: dict[str, str | None]) -> bool:
+                return await counts() == want
+
+            await client.nodes.create(node_manifest("n1"))
+            await client.nodes.create(node_manifest("n2"))
+            await eventually(lambda: counts_are({"n1": "0", "n2": "0"}), within=15)
+            for name in ("a", "b"):
+                await client.projects.create(project_manifest(name))
+                await client.projects.patch_status(name, ProjectPhase.SCHEDULED, node_ref="n1")
+            await eventually(lambda: counts_are({"n1": "2", "n2": "0"}), within=15)
+            await client.projects.patch_status("a", ProjectPhase.PENDING, "NodeDrained", "moved")
+            await client.projects.patch_status("a", ProjectPhase.SCHEDULED, node_ref="n2")
+            await eventually(lambda: counts_are({"n1": "1", "n2": "1"}), within=15)
+            # ... and the syncer, in the same process, labelled the moved project.
+            await eventually(lambda: _is(lambda: _label(client, "a"), "n2"), within=15)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 20)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0
+
+
+KEY = "example.com/projects"
+
+
+async def _label(client: CaravanseraiClient, name: str) -> str | None:
+    return (await client.projects.get(name)).metadata.labels.get(LABEL)
