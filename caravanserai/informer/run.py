@@ -81,7 +81,7 @@ def load_factory(ref: str) -> tuple[str, ControllerFactory]:
     return short.replace("_", "-"), factory
 
 
-async def _serve_health(port: int, informers: InformerFactory) -> web.AppRunner:
+async def _serve_health(host: str, port: int, informers: InformerFactory) -> web.AppRunner:
     async def healthz(_: web.Request) -> web.Response:
         # Healthy once every cache holds its first list: before that the controller acts
         # on nothing, and a probe should not route traffic or count it as started.
@@ -98,7 +98,7 @@ async def _serve_health(port: int, informers: InformerFactory) -> web.AppRunner:
     app.router.add_get("/metrics", metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(runner, host, port).start()
     return runner
 
 
@@ -113,6 +113,7 @@ async def run_standalone(
     database_url: str | None = None,
     lease_name: str | None = None,
     health_port: int | None = None,
+    health_host: str = "127.0.0.1",
 ) -> None:
     """Run controller factories against ``server`` until cancelled.
 
@@ -123,7 +124,7 @@ async def run_standalone(
         config: the rest of every controller's ``ctx.config``.
         leader_elect: only run while holding the lease ``lease_name`` (default: the first
             controller's name) in ``database_url``'s PostgreSQL.
-        health_port: serve ``/healthz`` and ``/metrics`` on 127.0.0.1:``health_port``.
+        health_port: serve ``/healthz`` and ``/metrics`` on ``health_host:health_port``.
     """
     named: list[tuple[str, ControllerFactory]] = []
     for f in factories:
@@ -151,7 +152,9 @@ async def run_standalone(
                 )
                 for name, factory in named
             ]
-            health = await _serve_health(health_port, informers) if health_port else None
+            health = (
+                await _serve_health(health_host, health_port, informers) if health_port else None
+            )
             log.info("controllers starting", controllers=[n for n, _ in named], server=server)
             try:
                 await run_controllers(informers, runnables)
@@ -211,6 +214,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--health-port", type=int, default=None, help="serve /healthz and /metrics on this port"
     )
+    parser.add_argument(
+        "--health-host", default="127.0.0.1", help="address for --health-port [127.0.0.1]"
+    )
     return parser
 
 
@@ -250,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 database_url=args.database_url,
                 lease_name=args.lease_name,
                 health_port=args.health_port,
+                health_host=args.health_host,
             )
         except asyncio.CancelledError:
             log.info("stopped")
