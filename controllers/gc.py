@@ -18,16 +18,18 @@ from caravanserai.api.problems import NotFound
 from caravanserai.api.project import Project, ProjectPhase
 from caravanserai.client.http import CaravanseraiClient
 from caravanserai.informer import (
+    Change,
     Clock,
     Controller,
     ControllerContext,
     Result,
     RunnableController,
     SharedInformer,
+    predicate,
 )
 from controllers.settings import load_settings
 
-__all__ = ["GarbageCollector", "controller", "seconds_until_expiry"]
+__all__ = ["GarbageCollector", "controller", "has_expiry", "seconds_until_expiry"]
 
 _DELETING = frozenset({ProjectPhase.TERMINATING, ProjectPhase.TERMINATED})
 
@@ -41,6 +43,12 @@ def seconds_until_expiry(project: Project, clock: Clock) -> float | None:
     if project.status.phase in _DELETING:
         return None
     return clock.until(expire_at)
+
+
+@predicate
+def has_expiry(change: Change[Project]) -> bool:
+    """Only projects with an ``expireAt`` (an edit that sets one arrives as an update)."""
+    return change.object.spec.expire_at is not None
 
 
 class GarbageCollector:
@@ -79,12 +87,11 @@ class GarbageCollector:
 
 
 def controller(ctx: ControllerContext) -> RunnableController:
-    """Entry point ``gc``."""
+    """Entry point ``gc``: reconcile every project that has an ``expireAt``."""
     settings = load_settings(ctx.name, ctx.config)
-    projects = ctx.informers.projects()
-    reconciler = GarbageCollector(ctx.client, projects, ctx.clock, ctx.log)
-    ctrl: Controller[str] = Controller(
-        ctx.name, reconciler, workers=settings.workers, clock=ctx.clock, kind="Project"
+    return (
+        Controller.for_(Project, predicate=has_expiry)
+        .workers(settings.workers)
+        .complete(lambda c: GarbageCollector(c.client, c.informers.projects(), c.clock, c.log))
+        .build(ctx)
     )
-    ctrl.watch(projects, predicate=lambda _old, new: new.spec.expire_at is not None)
-    return ctrl

@@ -31,12 +31,14 @@ from caravanserai.api.node import CONDITION_READY, Node, NodeState, NodeStatus
 from caravanserai.api.problems import Conflict, NotFound
 from caravanserai.client.http import CaravanseraiClient
 from caravanserai.informer import (
+    Change,
     Clock,
     Controller,
     ControllerContext,
     Result,
     RunnableController,
     SharedInformer,
+    predicate,
 )
 from controllers.condition_clock import requeue_after
 from controllers.settings import load_settings
@@ -46,6 +48,7 @@ __all__ = [
     "REASON_HEARTBEAT_TIMEOUT",
     "HealthDecision",
     "NodeHealth",
+    "availability_changed",
     "controller",
     "describe_absence",
     "evaluate",
@@ -76,6 +79,17 @@ def node_available(node: Node | None) -> bool:
         return False
     ready = get_condition(node.status.conditions, CONDITION_READY)
     return ready is None or ready.status is not ConditionStatus.FALSE
+
+
+@predicate
+def availability_changed(change: Change[Node]) -> bool:
+    """A node appeared, went, or became (un)available to its projects (:func:`node_available`);
+    heartbeats alone pass nothing. The node watch of the rescheduler and termination."""
+    return (
+        change.old is None
+        or change.new is None
+        or (node_available(change.old) != node_available(change.new))
+    )
 
 
 def describe_absence(node_name: str | None, node: Node | None) -> str:
@@ -189,13 +203,18 @@ class NodeHealth:
 def controller(ctx: ControllerContext) -> RunnableController:
     """Entry point ``node-health``: one timer per node from its heartbeat."""
     settings = load_settings(ctx.name, ctx.config)
-    nodes = ctx.informers.nodes()
-    reconciler = NodeHealth(
-        ctx.client, nodes, ctx.clock, settings.heartbeat_timeout, ctx.log.bind(kind="Node")
-    )
-    ctrl: Controller[str] = Controller(
-        ctx.name, reconciler, workers=settings.workers, clock=ctx.clock, kind="Node"
-    )
     # Every change, heartbeats included: each one moves the node's deadline.
-    ctrl.watch(nodes)
-    return ctrl
+    return (
+        Controller.for_(Node)
+        .workers(settings.workers)
+        .complete(
+            lambda c: NodeHealth(
+                c.client,
+                c.informers.nodes(),
+                c.clock,
+                settings.heartbeat_timeout,
+                c.log.bind(kind="Node"),
+            )
+        )
+        .build(ctx)
+    )

@@ -30,13 +30,16 @@ from caravanserai.api.base import get_condition
 from caravanserai.api.node import Node
 from caravanserai.api.project import CONDITION_NOT_READY_AT, Project, ProjectPhase
 from caravanserai.informer import (
+    Change,
     Controller,
     ControllerContext,
     RunnableController,
+    by_index,
     index_by_node_ref,
+    predicate,
 )
 from controllers.condition_clock import ProjectClockReconciler, start_clock, stop_clock, time_left
-from controllers.node_health import describe_absence, node_available
+from controllers.node_health import availability_changed, describe_absence, node_available
 from controllers.settings import format_duration, load_settings
 
 __all__ = [
@@ -154,31 +157,32 @@ class Rescheduler(ProjectClockReconciler[Plan]):
             )
 
 
+@predicate
+def concerns(change: Change[Project]) -> bool:
+    """Projects on a node, and those whose NotReadyAt clock must be cleared."""
+    project = change.object
+    return project.status.phase in _ON_NODE or (
+        get_condition(project.status.conditions, CONDITION_NOT_READY_AT) is not None
+    )
+
+
 def controller(ctx: ControllerContext) -> RunnableController:
-    """Entry point ``rescheduler``."""
+    """Entry point ``rescheduler``: a project's node changing availability wakes it."""
     settings = load_settings(ctx.name, ctx.config)
-    projects = ctx.informers.projects(indexers={NODE_REF_INDEX: index_by_node_ref})
-    nodes = ctx.informers.nodes()
-    reconciler = Rescheduler(
-        ctx.client, projects, nodes, ctx.clock, settings.running_grace, ctx.log
-    )
-    ctrl: Controller[str] = Controller(
-        ctx.name, reconciler, workers=settings.workers, clock=ctx.clock, kind="Project"
-    )
-
-    def concerns(_old: Project | None, project: Project) -> bool:
-        return project.status.phase in _ON_NODE or (
-            get_condition(project.status.conditions, CONDITION_NOT_READY_AT) is not None
+    indexers = {NODE_REF_INDEX: index_by_node_ref}
+    return (
+        Controller.for_(Project, indexers=indexers, predicate=concerns)
+        .watches(Node, map_to=by_index(NODE_REF_INDEX), predicate=availability_changed)
+        .workers(settings.workers)
+        .complete(
+            lambda c: Rescheduler(
+                c.client,
+                c.informers.projects(indexers=indexers),
+                c.informers.nodes(),
+                c.clock,
+                settings.running_grace,
+                c.log,
+            )
         )
-
-    ctrl.watch(projects, predicate=concerns)
-
-    def projects_on(node: Node) -> list[str]:
-        return sorted(projects.cache.index_keys(NODE_REF_INDEX, node.metadata.name))
-
-    def availability_changed(old: Node | None, new: Node) -> bool:
-        # old is None for an added or a deleted node; heartbeats alone change nothing here.
-        return old is None or node_available(old) != node_available(new)
-
-    ctrl.watch(nodes, keys=projects_on, predicate=availability_changed)
-    return ctrl
+        .build(ctx)
+    )

@@ -25,13 +25,16 @@ from caravanserai.api.base import get_condition
 from caravanserai.api.node import Node
 from caravanserai.api.project import CONDITION_TERMINATING_AT, Project, ProjectPhase
 from caravanserai.informer import (
+    Change,
     Controller,
     ControllerContext,
     RunnableController,
+    by_index,
     index_by_node_ref,
+    predicate,
 )
 from controllers.condition_clock import ProjectClockReconciler, start_clock, stop_clock, time_left
-from controllers.node_health import describe_absence, node_available
+from controllers.node_health import availability_changed, describe_absence, node_available
 from controllers.settings import format_duration, load_settings
 
 __all__ = [
@@ -146,32 +149,39 @@ class Termination(ProjectClockReconciler[Plan]):
             )
 
 
+@predicate
+def finishing(change: Change[Project]) -> bool:
+    """Projects being deleted: Terminating or Terminated."""
+    return change.object.status.phase in (ProjectPhase.TERMINATING, ProjectPhase.TERMINATED)
+
+
+def terminating_on(change: Change[Node]) -> list[str]:
+    """The Terminating projects on the changed node."""
+    assert change.primary is not None
+    return [
+        name
+        for name in by_index(NODE_REF_INDEX)(change)
+        if (p := change.primary.get(name)) is not None
+        and p.status.phase is ProjectPhase.TERMINATING
+    ]
+
+
 def controller(ctx: ControllerContext) -> RunnableController:
     """Entry point ``termination``."""
     settings = load_settings(ctx.name, ctx.config)
-    projects = ctx.informers.projects(indexers={NODE_REF_INDEX: index_by_node_ref})
-    nodes = ctx.informers.nodes()
-    reconciler = Termination(
-        ctx.client, projects, nodes, ctx.clock, settings.terminating_timeout, ctx.log
-    )
-    ctrl: Controller[str] = Controller(
-        ctx.name, reconciler, workers=settings.workers, clock=ctx.clock, kind="Project"
-    )
-
-    def concerns(_old: Project | None, project: Project) -> bool:
-        return project.status.phase in (ProjectPhase.TERMINATING, ProjectPhase.TERMINATED)
-
-    ctrl.watch(projects, predicate=concerns)
-
-    def terminating_on(node: Node) -> list[str]:
-        return sorted(
-            name
-            for name in projects.cache.index_keys(NODE_REF_INDEX, node.metadata.name)
-            if (p := projects.get(name)) is not None and p.status.phase is ProjectPhase.TERMINATING
+    return (
+        Controller.for_(Project, indexers={NODE_REF_INDEX: index_by_node_ref}, predicate=finishing)
+        .watches(Node, map_to=terminating_on, predicate=availability_changed)
+        .workers(settings.workers)
+        .complete(
+            lambda c: Termination(
+                c.client,
+                c.informers.projects(indexers={NODE_REF_INDEX: index_by_node_ref}),
+                c.informers.nodes(),
+                c.clock,
+                settings.terminating_timeout,
+                c.log,
+            )
         )
-
-    def availability_changed(old: Node | None, new: Node) -> bool:
-        return old is None or node_available(old) != node_available(new)
-
-    ctrl.watch(nodes, keys=terminating_on, predicate=availability_changed)
-    return ctrl
+        .build(ctx)
+    )

@@ -57,6 +57,9 @@ DEFAULT_WATCH_READ_TIMEOUT = 90.0
 _MAX_LINE = 32 * 1024 * 1024
 
 
+MERGE_PATCH_JSON = "application/merge-patch+json"
+
+
 class ConnectionLost(ClientError, ConnectionError):
     """An established connection (usually a watch stream) broke before it ended cleanly."""
 
@@ -195,8 +198,11 @@ class CaravanseraiClient:
         *,
         params: list[tuple[str, str]] | None = None,
         body: Mapping[str, Any] | None = None,
+        content_type: str | None = None,
     ) -> tuple[int, Any]:
         """Send one request; return ``(status, decoded JSON body or None)`` for 2xx.
+
+        ``content_type`` sends ``body`` as JSON under another media type (a merge patch).
 
         Raises the typed error of a problem response, :class:`ServerUnreachable`,
         :class:`RequestTimeout` or :class:`ProtocolError`.
@@ -204,13 +210,19 @@ class CaravanseraiClient:
         session = self._get_session()
         url = self.url(path)
         what = f"{method} {url}"
+        headers = self._headers if not self._owns_session else None
+        data: bytes | None = None
+        if content_type is not None:
+            headers = {**(headers or {}), "Content-Type": content_type}
+            data, body = json.dumps(body).encode(), None
         try:
             async with session.request(
                 method,
                 url,
                 params=params,
                 json=body,
-                headers=self._headers if not self._owns_session else None,
+                data=data,
+                headers=headers,
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
             ) as resp:
                 if resp.status >= 400:
@@ -399,6 +411,23 @@ class ResourceClient(Generic[T]):
         )
         return self._parse(data)
 
+    async def patch(
+        self, name: str, patch: Mapping[str, Any], *, resource_version: str | None = None
+    ) -> T:
+        """``PATCH /{name}``: a JSON merge patch (RFC 7396) of labels, annotations and spec.
+
+        ``{"metadata": {"labels": {"a": "1", "b": None}}}`` sets ``a`` and removes ``b``.
+        ``resource_version`` (or ``metadata.resourceVersion`` in the patch) is a
+        precondition: Conflict (409) when the stored object has moved on.
+        """
+        body = dict(patch)
+        if resource_version is not None:
+            body["metadata"] = {**(body.get("metadata") or {}), "resourceVersion": resource_version}
+        _, data = await self.client.request(
+            "PATCH", f"{self.path}/{name}", body=body, content_type=MERGE_PATCH_JSON
+        )
+        return self._parse(data)
+
     async def update_status(self, obj: T | Mapping[str, Any]) -> T:
         """``PUT /{name}/status``: replace the status (resourceVersion precondition)."""
         body = self._body(obj)
@@ -518,4 +547,3 @@ def _reason(exc: BaseException) -> str:
     if isinstance(inner, OSError) and inner.strerror:
         return inner.strerror
     return str(exc) or type(exc).__name__
-

@@ -6,6 +6,7 @@ Reconciler. See ``docs/controllers.md`` for a guide.
 - :class:`ListerWatcher` (:class:`HTTPListerWatcher`, :class:`StoreListerWatcher`)
 - :class:`Reflector` keeps a :class:`Cache` current (resume, relist on 410, backoff, liveness)
 - :class:`SharedInformer`: one reflector + cache, many handlers, indexers, resync
+- :class:`ControllerBuilder` (``Controller.for_(Project)...``), :class:`Predicate`
 - :class:`WorkQueue` with rate limiters; :class:`Controller` runs a :class:`Reconciler`
 - :class:`LeaderElector` on PostgreSQL
 - :class:`ControllerContext` / :class:`InformerFactory`: the controller plug-in contract
@@ -15,6 +16,19 @@ Reconciler. See ``docs/controllers.md`` for a guide.
 from caravanserai.client.http import ListOptions
 from caravanserai.client.watch import WatchEvent
 from caravanserai.informer.backoff import Backoff
+from caravanserai.informer.builder import (
+    Change,
+    ControllerBuilder,
+    Predicate,
+    Request,
+    annotations_changed,
+    by_index,
+    generation_changed,
+    labels_changed,
+    phase_changed,
+    phase_in,
+    predicate,
+)
 from caravanserai.informer.cache import (
     Cache,
     Delta,
@@ -58,8 +72,10 @@ __all__ = [
     "Backoff",
     "BucketRateLimiter",
     "Cache",
+    "Change",
     "Clock",
     "Controller",
+    "ControllerBuilder",
     "ControllerContext",
     "ControllerFactory",
     "Delta",
@@ -75,10 +91,12 @@ __all__ = [
     "ListOptions",
     "ListerWatcher",
     "MaxOfRateLimiter",
+    "Predicate",
     "RateLimiter",
     "RealClock",
     "Reconciler",
     "Reflector",
+    "Request",
     "Result",
     "RunnableController",
     "SharedInformer",
@@ -88,10 +106,17 @@ __all__ = [
     "TimerHandle",
     "WatchEvent",
     "WorkQueue",
+    "annotations_changed",
+    "by_index",
     "default_controller_rate_limiter",
+    "generation_changed",
     "index_by_label",
     "index_by_node_ref",
     "index_by_phase",
     "index_by_state",
+    "labels_changed",
+    "phase_changed",
+    "phase_in",
+    "predicate",
     "run_controllers",
 ]

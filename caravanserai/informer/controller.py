@@ -26,9 +26,9 @@ Outcomes of ``reconcile(key)``:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
@@ -39,6 +39,11 @@ from caravanserai.informer.clock import Clock, RealClock
 from caravanserai.informer.informer import SharedInformer
 from caravanserai.informer.ratelimit import RateLimiter
 from caravanserai.informer.workqueue import ShutDown, WorkQueue
+
+if TYPE_CHECKING:
+    from caravanserai.client.http import ListOptions
+    from caravanserai.informer.builder import ControllerBuilder, Predicate
+    from caravanserai.informer.cache import IndexFunc
 
 __all__ = ["Controller", "Reconciler", "Result"]
 
@@ -142,6 +147,20 @@ class Controller(Generic[K]):
             ACTIVE_WORKERS.labels(name),
         )
 
+    @staticmethod
+    def for_(
+        model: type[T],
+        options: ListOptions | None = None,
+        *,
+        indexers: Mapping[str, IndexFunc[T]] | None = None,
+        predicate: Predicate | None = None,
+    ) -> ControllerBuilder[T]:
+        """Start a :class:`~caravanserai.informer.builder.ControllerBuilder` reconciling
+        objects of ``model`` (see ``docs/controllers.md``, quick start)."""
+        from caravanserai.informer.builder import ControllerBuilder
+
+        return ControllerBuilder.for_(model, options, indexers=indexers, predicate=predicate)
+
     # -- wiring ---------------------------------------------------------------------------
 
     def watch(
@@ -159,6 +178,7 @@ class Controller(Generic[K]):
             predicate: ``(old, new) -> bool`` filter; ``old`` is None on add and delete.
         ``run()`` waits for every watched informer to sync before reconciling.
         """
+
         def enqueue(old: T | None, new: T) -> None:
             if predicate is not None and not predicate(old, new):
                 return

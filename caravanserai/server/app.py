@@ -42,6 +42,7 @@ from caravanserai.server.openapi import build_openapi
 from caravanserai.server.problems import problem_middleware
 from caravanserai.server.relay import relay_routes
 from caravanserai.server.relay_exec import exec_routes
+from caravanserai.server.routes_patch import MERGE_PATCH, patch_handler
 from caravanserai.server.routes_resources import (
     MAX_LIMIT,
     ResourceHandlers,
@@ -259,6 +260,29 @@ def _resource_routes(
                     else ""
                 )
             ),
+        ),
+        RouteSpec(
+            "PATCH",
+            f"{base}/{{name}}",
+            patch_handler(h),
+            f"patch{name}",
+            f"Patch a {name}'s spec, labels and annotations (JSON merge patch)",
+            kind.plural,
+            params=(_NAME,),
+            replies=(Reply.json(200, f"The stored {name}", model),),
+            problems=_WRITE_PROBLEMS,
+            description=(
+                f"RFC 7396 merge patch ({MERGE_PATCH}) of metadata.labels, "
+                "metadata.annotations and spec; null removes a key. "
+                "metadata.resourceVersion, when set, is a precondition (409 if stale). "
+                "The result is validated as a PUT body; status cannot be patched."
+            ),
+            extra={
+                "requestBody": {
+                    "required": True,
+                    "content": {MERGE_PATCH: {"schema": {"type": "object"}}},
+                }
+            },
         ),
         RouteSpec(
             "PUT",

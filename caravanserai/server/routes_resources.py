@@ -215,19 +215,14 @@ class ResourceHandlers:
             request.query.get("labelSelector"), request.query.get("fieldSelector"), any_of
         )
 
-    # PUT /api/v1/{plural}/{name}
-    async def update(self, request: web.Request) -> web.Response:
-        config = request.app[CONFIG]
-        name = request.match_info["name"]
-        data = _with_path_name(
-            await read_document(request, max_bytes=config.max_body_bytes), name
-        )
-        model = parse_resource(data, kind=self.kind.kind)
-        _check_name(model, name)
+    def replace_spec_and_metadata(
+        self, name: str, model: Project | Node, now: datetime
+    ) -> Callable[[Obj], Obj | None]:
+        """The store mutation of a replace: spec, labels and annotations from ``model``
+        (shared by PUT and the merge PATCH, which validates its result into ``model``)."""
         spec = model.spec.to_wire()
         labels = dict(model.metadata.labels)
         annotations = dict(model.metadata.annotations)
-        now = utcnow()
 
         def mutate(current: Obj) -> Obj | None:
             meta = current.setdefault("metadata", {})
@@ -254,6 +249,19 @@ class ResourceHandlers:
                 if lifecycle.redeploy_after_spec_change(status, name, now):
                     current["status"] = status.to_wire()
             return current
+
+        return mutate
+
+    # PUT /api/v1/{plural}/{name}
+    async def update(self, request: web.Request) -> web.Response:
+        config = request.app[CONFIG]
+        name = request.match_info["name"]
+        data = _with_path_name(
+            await read_document(request, max_bytes=config.max_body_bytes), name
+        )
+        model = parse_resource(data, kind=self.kind.kind)
+        _check_name(model, name)
+        mutate = self.replace_spec_and_metadata(name, model, utcnow())
 
         stored = await _update_or_404(
             request, self.kind, name, mutate, model.metadata.resource_version

@@ -1,0 +1,379 @@
+"""The controller builder: wire a controller in a few lines, as controller-runtime's
+``NewControllerManagedBy(mgr).For(...).Watches(...).WithEventFilter(...).Complete(r)``.
+
+::
+
+    async def sync_label(req: Request[Project]) -> Result | None:
+        ...                                          # req.object: the cached project or None
+
+    controller = (
+        Controller.for_(Project)                     # reconcile keys = project names
+        .watches(Node, map_to=projects_on_node)      # a node change → the projects it affects
+        .with_filter(labels_changed | phase_changed) # which changes matter (all watches)
+        .workers(4)
+        .reconcile(sync_label)                       # a ControllerFactory: controller(ctx)
+    )
+
+A finished builder is a :data:`~caravanserai.informer.ControllerFactory`: publish it as an
+entry point, hand it to :mod:`caravanserai.informer.run`, or call ``builder.build(ctx)``.
+Informers come from ``ctx.informers`` and are therefore shared with every other controller
+of the process that asks for the same kind and selection.
+
+Every event is seen as a :class:`Change` carrying the old *and* the new object, so a
+``map_to`` can enqueue both the node a project left and the node it moved to. Predicates
+(:class:`Predicate`) combine with ``&``, ``|`` and ``~``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, TypeVar
+
+from caravanserai.api.node import Node
+from caravanserai.api.project import Project
+from caravanserai.client.http import ListOptions
+from caravanserai.informer.cache import DeltaType, IndexFunc
+from caravanserai.informer.controller import Controller, Reconciler, Result
+from caravanserai.informer.informer import SharedInformer
+from caravanserai.informer.manager_api import ControllerContext
+
+__all__ = [
+    "Change",
+    "ControllerBuilder",
+    "Predicate",
+    "Request",
+    "annotations_changed",
+    "by_index",
+    "generation_changed",
+    "labels_changed",
+    "phase_changed",
+    "phase_in",
+    "predicate",
+]
+
+T = TypeVar("T", bound=Project | Node)
+W = TypeVar("W", bound=Project | Node)
+
+
+@dataclass(frozen=True, slots=True)
+class Change(Generic[W]):
+    """One event of a watched informer, as predicates and ``map_to`` functions see it.
+
+    Attributes:
+        type: ``Added``, ``Updated``, ``Deleted`` or ``Sync`` (a periodic resync).
+        old: the previous state (None on add).
+        new: the current state (None on delete).
+        primary: the controller's primary informer (to look up keys in its indexes).
+    """
+
+    type: DeltaType
+    old: W | None
+    new: W | None
+    primary: SharedInformer[Any] | None = None
+
+    @property
+    def object(self) -> W:
+        """The latest known state: ``new``, or ``old`` for a delete."""
+        obj = self.new if self.new is not None else self.old
+        assert obj is not None  # a Change always has one of them
+        return obj
+
+    @property
+    def objects(self) -> list[W]:
+        """``old`` and ``new``, those that exist (for mapping both sides of a move)."""
+        return [o for o in (self.old, self.new) if o is not None]
+
+
+class Predicate:
+    """A filter on :class:`Change` events; combine with ``&``, ``|`` and ``~``.
+
+    Like controller-runtime's predicates, the ``*_changed`` ones let adds and deletes pass
+    and filter updates only.
+    """
+
+    def __init__(self, func: Callable[[Change[Any]], bool], name: str | None = None) -> None:
+        self._func = func
+        self.name = name or getattr(func, "__name__", "predicate")
+
+    def __call__(self, change: Change[Any]) -> bool:
+        return self._func(change)
+
+    def __and__(self, other: Predicate) -> Predicate:
+        return Predicate(lambda c: self(c) and other(c), f"({self.name} & {other.name})")
+
+    def __or__(self, other: Predicate) -> Predicate:
+        return Predicate(lambda c: self(c) or other(c), f"({self.name} | {other.name})")
+
+    def __invert__(self) -> Predicate:
+        return Predicate(lambda c: not self(c), f"~{self.name}")
+
+    def __repr__(self) -> str:
+        return f"Predicate({self.name})"
+
+
+def predicate(func: Callable[[Change[Any]], bool]) -> Predicate:
+    """Decorate a ``change -> bool`` function into a combinable :class:`Predicate`."""
+    return Predicate(func)
+
+
+def _updates_only(differs: Callable[[Any, Any], bool], name: str) -> Predicate:
+    def check(change: Change[Any]) -> bool:
+        if change.old is None or change.new is None:
+            return True  # adds and deletes always pass
+        return differs(change.old, change.new)
+
+    return Predicate(check, name)
+
+
+generation_changed = _updates_only(
+    lambda o, n: o.metadata.generation != n.metadata.generation, "generation_changed"
+)
+"""Updates that changed the spec (``metadata.generation``); status-only writes are dropped."""
+
+labels_changed = _updates_only(
+    lambda o, n: o.metadata.labels != n.metadata.labels, "labels_changed"
+)
+"""Updates that changed ``metadata.labels``."""
+
+annotations_changed = _updates_only(
+    lambda o, n: o.metadata.annotations != n.metadata.annotations, "annotations_changed"
+)
+"""Updates that changed ``metadata.annotations``."""
+
+
+def _phase(obj: Project | Node) -> str | None:
+    status = obj.status
+    value = getattr(status, "phase", None) or getattr(status, "state", None)
+    return str(value) if value is not None else None
+
+
+phase_changed = _updates_only(lambda o, n: _phase(o) != _phase(n), "phase_changed")
+"""Updates that changed a project's phase or a node's state."""
+
+
+def phase_in(*phases: str) -> Predicate:
+    """Events whose object (the new state; the last one for a delete) is in one of
+    ``phases`` (a project's ``status.phase`` or a node's ``status.state``)."""
+    wanted = frozenset(str(p) for p in phases)
+    return Predicate(lambda c: _phase(c.object) in wanted, f"phase_in({', '.join(sorted(wanted))})")
+
+
+@dataclass(frozen=True)
+class Request(Generic[T]):
+    """What a reconcile function built with :meth:`ControllerBuilder.reconcile` receives.
+
+    Attributes:
+        name: the key: the name of the primary object.
+        object: the primary object from the informer cache (read-only: copy before
+            changing), or None when it does not exist (any more).
+        ctx: the controller's context (``client``, ``clock``, ``config``, ``log``).
+        informer: the primary kind's shared informer (``get``, ``list``, ``by_index``).
+    """
+
+    name: str
+    object: T | None
+    ctx: ControllerContext
+    informer: SharedInformer[T]
+
+    @property
+    def client(self) -> Any:
+        """The API client (``ctx.client``)."""
+        return self.ctx.client
+
+    @property
+    def log(self) -> Any:
+        """The controller's logger bound with the key (``name=...``)."""
+        return self.ctx.log.bind(kind=self.informer.kind, name=self.name)
+
+
+MapTo = Callable[[Change[Any]], Iterable[str]]
+
+
+def by_index(index: str) -> MapTo:
+    """A ``map_to``: the primary objects whose indexer ``index`` yields the watched object's
+    name, e.g. ``.watches(Node, map_to=by_index("nodeRef"))`` → the projects on the node."""
+
+    def keys(change: Change[Any]) -> list[str]:
+        assert change.primary is not None
+        return sorted(change.primary.cache.index_keys(index, change.object.metadata.name))
+
+    return keys
+
+
+ReconcileFunc = Callable[[Request[Any]], Awaitable[Result | None]]
+ReconcilerFactory = Callable[[ControllerContext], "Reconciler[str]"]
+
+
+@dataclass(frozen=True)
+class _Watch:
+    model: type[Any]
+    options: ListOptions | None
+    indexers: Mapping[str, IndexFunc[Any]] | None
+    map_to: MapTo | None
+    predicates: tuple[Predicate, ...]
+
+
+@dataclass(frozen=True)
+class ControllerBuilder(Generic[T]):
+    """An immutable description of a controller; each method returns a new builder.
+
+    Start with :meth:`Controller.for_ <caravanserai.informer.Controller.for_>` (or
+    ``ControllerBuilder.for_``). Once :meth:`reconcile` or :meth:`complete` gave it a
+    reconciler it is a controller factory: ``builder(ctx) -> Controller``.
+    """
+
+    primary: _Watch
+    watched: tuple[_Watch, ...] = ()
+    filters: tuple[Predicate, ...] = ()
+    name: str | None = None
+    default_workers: int = 1
+    reconcile_timeout: float | None = None
+    _reconcile: ReconcileFunc | None = None
+    _reconciler: ReconcilerFactory | None = None
+    _extra: tuple[Callable[[Controller[str], ControllerContext], None], ...] = field(default=())
+
+    @classmethod
+    def for_(
+        cls,
+        model: type[T],
+        options: ListOptions | None = None,
+        *,
+        indexers: Mapping[str, IndexFunc[T]] | None = None,
+        predicate: Predicate | None = None,
+    ) -> ControllerBuilder[T]:
+        """Reconcile objects of ``model``: each add, update and delete enqueues its name.
+
+        Args:
+            options: the selection the informer caches (labels, fields, phase, nodeRef).
+            indexers: indexers to add to the shared informer (see docs: indexer rules).
+            predicate: a filter for this kind's events only.
+        """
+        preds = (predicate,) if predicate is not None else ()
+        return cls(_Watch(model, options, indexers, None, preds))
+
+    def watches(
+        self,
+        model: type[Project] | type[Node],
+        map_to: MapTo,
+        options: ListOptions | None = None,
+        *,
+        indexers: Mapping[str, IndexFunc[Any]] | None = None,
+        predicate: Predicate | None = None,
+    ) -> ControllerBuilder[T]:
+        """Also react to ``model``: ``map_to(change)`` returns the primary names to enqueue.
+
+        ``change.old`` and ``change.new`` are both given, so a move (a project from node
+        A to B) can enqueue both sides: ``lambda c: {p.status.node_ref for p in c.objects}``.
+        """
+        preds = (predicate,) if predicate is not None else ()
+        return replace(
+            self, watched=(*self.watched, _Watch(model, options, indexers, map_to, preds))
+        )
+
+    def with_filter(self, predicate: Predicate) -> ControllerBuilder[T]:
+        """Drop events of every watch (primary and ``watches``) that ``predicate`` rejects."""
+        return replace(self, filters=(*self.filters, predicate))
+
+    def workers(self, count: int) -> ControllerBuilder[T]:
+        """Concurrent reconciles (default 1). ``ctx.config["workers"]`` overrides it, which
+        is how the manager's settings and ``run --workers`` reach a built controller."""
+        if count < 1:
+            raise ValueError("workers must be >= 1")
+        return replace(self, default_workers=count)
+
+    def named(self, name: str) -> ControllerBuilder[T]:
+        """The controller's name (metrics, logs); default: the context's name."""
+        return replace(self, name=name)
+
+    def timeout(self, seconds: float) -> ControllerBuilder[T]:
+        """Cancel and retry a reconcile running longer than ``seconds``."""
+        return replace(self, reconcile_timeout=seconds)
+
+    def setup(
+        self, func: Callable[[Controller[str], ControllerContext], None]
+    ) -> ControllerBuilder[T]:
+        """Run ``func(controller, ctx)`` after the wiring (an escape hatch: extra watches)."""
+        return replace(self, _extra=(*self._extra, func))
+
+    def reconcile(self, func: ReconcileFunc) -> ControllerBuilder[T]:
+        """Reconcile each key with ``async func(request) -> Result | None``."""
+        return replace(self, _reconcile=func, _reconciler=None)
+
+    def complete(self, factory: ReconcilerFactory) -> ControllerBuilder[T]:
+        """Reconcile with an object made by ``factory(ctx)`` with ``async reconcile(name)``
+        (for reconcilers that keep state or are tested on their own)."""
+        return replace(self, _reconciler=factory, _reconcile=None)
+
+    # -- building ---------------------------------------------------------------------------
+
+    def __call__(self, ctx: ControllerContext) -> Controller[str]:
+        return self.build(ctx)
+
+    def informer(self, ctx: ControllerContext) -> SharedInformer[T]:
+        """The primary kind's shared informer in ``ctx`` (with the builder's indexers)."""
+        p = self.primary
+        informer: SharedInformer[T] = ctx.informers.informer(
+            p.model, p.options, indexers=p.indexers
+        )
+        return informer
+
+    def build(self, ctx: ControllerContext) -> Controller[str]:
+        """Make the :class:`Controller`: informers from ``ctx.informers``, handlers wired."""
+        if self._reconcile is None and self._reconciler is None:
+            raise TypeError("the builder has no reconciler: call .reconcile(fn) or .complete()")
+        primary = self.informer(ctx)
+        reconciler: Reconciler[str] | Callable[[str], Awaitable[Result | None]]
+        if self._reconciler is not None:
+            reconciler = self._reconciler(ctx)
+        else:
+            func = self._reconcile
+            assert func is not None
+
+            async def reconcile(name: str) -> Result | None:
+                return await func(Request(name, primary.get(name), ctx, primary))
+
+            reconciler = reconcile
+        workers = int(ctx.config.get("workers", self.default_workers))
+        ctrl: Controller[str] = Controller(
+            self.name or ctx.name,
+            reconciler,
+            workers=workers,
+            clock=ctx.clock,
+            reconcile_timeout=self.reconcile_timeout,
+            kind=primary.kind,
+        )
+        _wire(ctrl, primary, primary, None, (*self.filters, *self.primary.predicates))
+        for w in self.watched:
+            informer = ctx.informers.informer(w.model, w.options, indexers=w.indexers)
+            _wire(ctrl, informer, primary, w.map_to, (*self.filters, *w.predicates))
+        for extra in self._extra:
+            extra(ctrl, ctx)
+        return ctrl
+
+
+def _wire(
+    ctrl: Controller[str],
+    informer: SharedInformer[Any],
+    primary: SharedInformer[Any],
+    map_to: MapTo | None,
+    predicates: tuple[Predicate, ...],
+) -> None:
+    def handle(change: Change[Any]) -> None:
+        for p in predicates:
+            if not p(change):
+                return
+        keys = [change.object.metadata.name] if map_to is None else map_to(change)
+        for key in keys:
+            if key:
+                ctrl.queue.add(key)
+
+    informer.add_handler(
+        on_add=lambda obj: handle(Change(DeltaType.ADDED, None, obj, primary)),
+        on_update=lambda old, new: handle(
+            Change(DeltaType.SYNC if old is new else DeltaType.UPDATED, old, new, primary)
+        ),
+        on_delete=lambda obj: handle(Change(DeltaType.DELETED, obj, None, primary)),
+        name=f"{ctrl.name}/{informer.kind}",
+    )
+    ctrl.wait_for(informer)
