@@ -120,6 +120,10 @@ STALL_AFTER = 20.0  # seconds after the last write for every watcher to be serve
 TOTAL_OPS = WRITERS * OPS_PER_WRITER
 
 
+def selector_of(label: str, watches: list[tuple[str, Any, Selector | None, float]]) -> Any:
+    return next(sel for name, _, sel, _ in watches if name == label)
+
+
 async def consume(
     w: Watch, out: list[StoreEvent], done: asyncio.Event, final: list[int], delay: float
 ) -> None:
@@ -165,7 +169,8 @@ SCENARIOS = {
     # (ring size, listener kills): the default ring holds the whole run
     "notify": (20_000, False),
     "listener-killed": (20_000, True),
-    # a ring of 1 (trimmed above 2): watchers, one of them slow, keep reading the log
+    # a ring of 1 (trimmed above 2): watchers that start behind it mid-run (one of them
+    # slow) catch up from the log while the writers go on
     "small-ring": (1, False),
 }
 
@@ -210,15 +215,43 @@ async def test_concurrent_writers_and_watchers(
     final = [0]
     killer = ListenerKiller([store, other])
     progress = Progress()
+    # Caught-up watchers are handed each event as the hub reads it; only a watcher that is
+    # behind reads the log. So with a small ring, late watchers start from ``start`` a
+    # third of the way in, and must catch up from the log while the writes go on.
+    late_started = asyncio.Event()
     if kill_listener:
         progress.milestones = [TOTAL_OPS * k // 4 for k in (1, 2, 3)]
         progress.on_milestone = killer
+    elif ring_size < 100:
+        async def start_late() -> None:
+            late_started.set()
+
+        progress.milestones = [TOTAL_OPS // 3]
+        progress.on_milestone = start_late
+
+    late_consumers: list[asyncio.Task[None]] = []
+
+    async def late_watchers() -> None:
+        await late_started.wait()
+        late = [
+            ("late-all", store.watch(None, start), None, 0.0),
+            ("late-slow", other.watch("Project", start), None, 0.002),
+            ("late-selector", store.watch("Project", start, SELECTOR), SELECTOR, 0.0),
+        ]
+        for label, w, _, delay in late:
+            await w.start()
+            seen[label] = []
+            watches.append((label, w, selector_of(label, late), delay))
+            late_consumers.append(tg.create_task(consume(w, seen[label], done, final, delay)))
 
     async with asyncio.TaskGroup() as tg:
         consumers = [
             tg.create_task(consume(w, seen[label], done, final, delay))
             for label, w, _, delay in watches
         ]
+        late_task = (
+            tg.create_task(late_watchers()) if ring_size < 100 and not kill_listener else None
+        )
         async with asyncio.timeout(90):
             await asyncio.gather(*(
                 writer(store if i % 2 else other, i, committed, progress)
@@ -226,7 +259,10 @@ async def test_concurrent_writers_and_watchers(
             ))
         final[0] = await store.current_revision()
         done.set()
-        _, pending = await asyncio.wait(consumers, timeout=STALL_AFTER)
+        late_started.set()  # (a run too short to reach the milestone still starts them)
+        if late_task is not None:
+            await late_task  # every late consumer exists now
+        _, pending = await asyncio.wait(consumers + late_consumers, timeout=STALL_AFTER)
         stalled = [f"{label} at {w.revision}" for label, w, _, _ in watches
                    if w.revision < final[0]]
         for task in pending:
