@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from caravanserai.api.phases import DELETING_PHASES
 from caravanserai.api.problems import NotFound
-from caravanserai.api.project import Project, ProjectPhase
+from caravanserai.api.project import Project
 from caravanserai.client.http import CaravanseraiClient
 from caravanserai.informer import (
     Clock,
@@ -29,7 +30,7 @@ from controllers.settings import load_settings
 
 __all__ = ["GarbageCollector", "controller", "seconds_until_expiry"]
 
-_DELETING = frozenset({ProjectPhase.TERMINATING, ProjectPhase.TERMINATED})
+_DELETING = DELETING_PHASES
 
 
 def seconds_until_expiry(project: Project, clock: Clock) -> float | None:

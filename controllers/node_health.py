@@ -57,7 +57,7 @@ REASON_HEARTBEAT_TIMEOUT = "HeartbeatTimeout"
 REASON_AGENT_READY = "AgentReady"
 MESSAGE_HEARTBEAT_TIMEOUT = "Agent has not posted a heartbeat within the timeout window"
 MESSAGE_AGENT_READY = "Agent is healthy and posting heartbeats"
-# Reasons the server writes (caravanserai.server.lifecycle): a node registered and never
+# Reasons the server writes (caravanserai.registry.lifecycle): a node registered and never
 # heard from, and an agent that reported itself NotReady.
 _REASON_REGISTERED = "NodeRegistered"
 _REASON_AGENT_NOT_READY = "AgentNotReady"

@@ -34,6 +34,7 @@ import heapq
 from typing import Any
 
 from caravanserai.api.node import Node, NodeState
+from caravanserai.api.phases import OCCUPYING_PHASES
 from caravanserai.api.problems import Conflict, NotFound
 from caravanserai.api.project import Project, ProjectPhase
 from caravanserai.client.http import CaravanseraiClient
@@ -60,9 +61,6 @@ __all__ = [
 ]
 
 REASON_SCHEDULED = "Scheduled"
-OCCUPYING_PHASES = frozenset(
-    {ProjectPhase.SCHEDULED, ProjectPhase.RUNNING, ProjectPhase.FAILED, ProjectPhase.TERMINATING}
-)
 PHASE_INDEX = "phase"
 
 

@@ -23,6 +23,7 @@ from enum import StrEnum
 
 from caravanserai.api.base import get_condition
 from caravanserai.api.node import Node
+from caravanserai.api.phases import DELETING_PHASES
 from caravanserai.api.project import CONDITION_TERMINATING_AT, Project, ProjectPhase
 from caravanserai.informer import (
     Controller,
@@ -159,7 +160,7 @@ def controller(ctx: ControllerContext) -> RunnableController:
     )
 
     def concerns(_old: Project | None, project: Project) -> bool:
-        return project.status.phase in (ProjectPhase.TERMINATING, ProjectPhase.TERMINATED)
+        return project.status.phase in DELETING_PHASES
 
     ctrl.watch(projects, predicate=concerns)
 

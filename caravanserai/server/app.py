@@ -26,12 +26,15 @@ from aiohttp.typedefs import Handler, Middleware
 
 import caravanserai
 from caravanserai.api.base import API_VERSION
+from caravanserai.api.binding import BindingList, BindingResultList
+from caravanserai.api.lease import Lease, LeaseList
 from caravanserai.api.node import Heartbeat, Node, NodeList
 from caravanserai.api.problems import Unauthorized, Unavailable
 from caravanserai.api.project import Project, ProjectList, ProjectPhase
 from caravanserai.api.resources import NODES, PROJECTS, ResourceKind
 from caravanserai.api.watch import WatchEvent
 from caravanserai.logging import get_logger
+from caravanserai.registry import Registries
 from caravanserai.server.config import ServerConfig
 from caravanserai.server.httputil import json_response
 from caravanserai.server.metrics import METRICS_CONTENT_TYPE, Metrics, observe_middleware
@@ -41,14 +44,16 @@ from caravanserai.server.problems import problem_middleware
 from caravanserai.server.relay import relay_routes
 from caravanserai.server.routes_resources import (
     MAX_LIMIT,
+    LeaseHandlers,
     ResourceHandlers,
+    create_bindings,
     delete_node,
     delete_project,
     node_heartbeat,
     patch_project_status,
 )
 from caravanserai.server.routing import Param, Reply, RouteSpec, register
-from caravanserai.server.state import CONFIG, METRICS, STORE, WATCHES
+from caravanserai.server.state import CONFIG, METRICS, REGISTRIES, STORE, WATCHES
 from caravanserai.server.watch_stream import NDJSON, WatchRegistry
 from caravanserai.store.types import Store
 
@@ -292,6 +297,38 @@ def _resource_routes(
     ]
 
 
+def _lease_routes() -> list[RouteSpec]:
+    h = LeaseHandlers()
+    base = "/api/v1/leases"
+    precondition = "metadata.resourceVersion, when set, is a precondition (409 if stale)."
+    return [
+        RouteSpec(
+            "POST", base, h.create, "createLease", "Create a Lease", "leases", body=Lease,
+            replies=(Reply.json(201, "The stored Lease", Lease),), problems=_WRITE_PROBLEMS,
+        ),
+        RouteSpec(
+            "GET", base, h.list, "listLeases", "List leases", "leases",
+            params=_LIST_PARAMS[:2],
+            replies=(Reply.json(200, "The Leases", LeaseList),), problems=(400, 404, 405),
+        ),
+        RouteSpec(
+            "GET", f"{base}/{{name}}", h.get, "getLease", "Get a Lease", "leases",
+            params=(_NAME,), replies=(Reply.json(200, "The Lease", Lease),),
+            problems=(400, 404, 405),
+        ),
+        RouteSpec(
+            "PUT", f"{base}/{{name}}", h.update, "replaceLease",
+            "Acquire, renew or release a Lease", "leases", params=(_NAME,), body=Lease,
+            replies=(Reply.json(200, "The stored Lease", Lease),), problems=_WRITE_PROBLEMS,
+            description=precondition,
+        ),
+        RouteSpec(
+            "DELETE", f"{base}/{{name}}", h.delete, "deleteLease", "Delete a Lease", "leases",
+            params=(_NAME,), replies=(Reply(204, "Deleted"),), problems=(400, 404, 405, 409),
+        ),
+    ]
+
+
 def route_table() -> list[RouteSpec]:
     """Every route of the server (the router and the OpenAPI document are built from it)."""
     return [
@@ -339,7 +376,25 @@ def route_table() -> list[RouteSpec]:
                 "condition."
             ),
         ),
+        RouteSpec(
+            "POST",
+            "/api/v1/bindings",
+            create_bindings,
+            "createBindings",
+            "Bind Pending projects to nodes (one transaction)",
+            "projects",
+            body=BindingList,
+            replies=(Reply.json(200, "One result per binding, in order", BindingResultList),),
+            problems=(400, 405, 413, 415, 422),
+            description=(
+                "Each binding moves one Pending project to Scheduled on its node with its own "
+                "revision and event; resourceVersion, when set, is its precondition. A "
+                "binding that is stale, not Pending or names a missing project is skipped "
+                "and reported (outcome Conflict/NotFound/Invalid); the others still bind."
+            ),
+        ),
         *_resource_routes(NODES, Node, NodeList),
+        *_lease_routes(),
         RouteSpec(
             "POST",
             "/api/v1/nodes/{name}/heartbeat",
@@ -446,6 +501,7 @@ def create_app(
     app[CONFIG] = config
     app[STORE] = store
     app[METRICS] = metrics
+    app[REGISTRIES] = Registries(store, metrics.observe_revision)
     app[WATCHES] = WatchRegistry()
     routes = route_table()
     register(app, routes)

@@ -61,6 +61,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from caravanserai.api.config import parse_duration
 from caravanserai.client.http import CaravanseraiClient
 from caravanserai.informer import (
     ENTRY_POINT_GROUP,
@@ -94,13 +95,7 @@ CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
 def _seconds(name: str, text: str) -> float:
-    try:
-        value = float(text.strip().removesuffix("s"))
-    except ValueError:
-        raise ConfigError(f"{name}: {text!r} is not a number of seconds") from None
-    if not value > 0:
-        raise ConfigError(f"{name}: must be a positive number of seconds")
-    return value
+    return parse_duration(text, name)
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ from caravanserai.api.node import Heartbeat, Node, NodeState, NodeStatus
 from caravanserai.api.project import Project, ProjectPhase
 from caravanserai.api.watch import EventType
 from caravanserai.client.http import CaravanseraiClient
-from caravanserai.server import lifecycle
+from caravanserai.registry import lifecycle
 from caravanserai.server.routes_resources import new_object
 from caravanserai.store.postgres import PostgresStore
 

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from caravanserai.api.base import Condition, ConditionStatus, remove_condition, set_condition
 from caravanserai.api.node import CONDITION_READY, Heartbeat, NodeState, NodeStatus
-from caravanserai.api.phases import check_transition
+from caravanserai.api.phases import NODE_BOUND_PHASES, check_transition
 from caravanserai.api.problems import FieldError, Invalid
 from caravanserai.api.project import (
     CONDITION_NOT_READY_AT,
@@ -35,7 +35,7 @@ REASON_AGENT_READY = "AgentReady"
 REASON_AGENT_NOT_READY = "AgentNotReady"
 
 # Phases that need a node, and so a nodeRef.
-NODE_PHASES = frozenset({ProjectPhase.SCHEDULED, ProjectPhase.RUNNING})
+NODE_PHASES = NODE_BOUND_PHASES
 
 
 def initial_project_status(now: datetime) -> ProjectStatus:
