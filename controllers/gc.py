@@ -17,7 +17,7 @@ from typing import Any
 from caravanserai.api.phases import DELETING_PHASES
 from caravanserai.api.problems import NotFound
 from caravanserai.api.project import Project
-from caravanserai.client.http import CaravanseraiClient
+from caravanserai.client.interface import Client
 from caravanserai.informer import (
     Clock,
     Controller,
@@ -48,7 +48,7 @@ class GarbageCollector:
     """The reconciler: delete one project when it is due, else wait for its time."""
 
     def __init__(
-        self, client: CaravanseraiClient, projects: SharedInformer[Project], clock: Clock, log: Any
+        self, client: Client, projects: SharedInformer[Project], clock: Clock, log: Any
     ) -> None:
         self.client = client
         self.projects = projects

@@ -29,7 +29,7 @@ from typing import Any
 from caravanserai.api.base import Condition, ConditionStatus, get_condition, set_condition
 from caravanserai.api.node import CONDITION_READY, Node, NodeState, NodeStatus
 from caravanserai.api.problems import Conflict, NotFound
-from caravanserai.client.http import CaravanseraiClient
+from caravanserai.client.interface import Client
 from caravanserai.informer import (
     Clock,
     Controller,
@@ -146,7 +146,7 @@ class NodeHealth:
 
     def __init__(
         self,
-        client: CaravanseraiClient,
+        client: Client,
         nodes: SharedInformer[Node],
         clock: Clock,
         timeout: float,

@@ -37,7 +37,7 @@ from caravanserai.api.node import Node, NodeState
 from caravanserai.api.phases import OCCUPYING_PHASES
 from caravanserai.api.problems import Conflict, NotFound
 from caravanserai.api.project import Project, ProjectPhase
-from caravanserai.client.http import CaravanseraiClient
+from caravanserai.client.interface import Client
 from caravanserai.informer import (
     Controller,
     ControllerContext,
@@ -215,7 +215,7 @@ class Scheduler:
 
     def __init__(
         self,
-        client: CaravanseraiClient,
+        client: Client,
         projects: SharedInformer[Project],
         nodes: SharedInformer[Node],
         tracker: LoadTracker,

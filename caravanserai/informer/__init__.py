@@ -3,7 +3,7 @@
 The anchor is client-go's ``tools/cache`` and ``util/workqueue`` and controller-runtime's
 Reconciler. See ``docs/controllers.md`` for a guide.
 
-- :class:`ListerWatcher` (:class:`HTTPListerWatcher`, :class:`StoreListerWatcher`)
+- :class:`ListerWatcher` (:class:`ClientListerWatcher`, over the HTTP or the in-process client)
 - :class:`Reflector` keeps a :class:`Cache` current (resume, relist on 410, backoff, liveness)
 - :class:`SharedInformer`: one reflector + cache, many handlers, indexers, resync
 - :class:`WorkQueue` with rate limiters; :class:`Controller` runs a :class:`Reconciler`
@@ -31,9 +31,9 @@ from caravanserai.informer.controller import Controller, Reconciler, Result
 from caravanserai.informer.informer import HandlerRegistration, SharedInformer
 from caravanserai.informer.leader import LeaderElector
 from caravanserai.informer.listerwatcher import (
+    ClientListerWatcher,
     HTTPListerWatcher,
     ListerWatcher,
-    StoreListerWatcher,
 )
 from caravanserai.informer.manager_api import (
     ENTRY_POINT_GROUP,
@@ -58,6 +58,7 @@ __all__ = [
     "Backoff",
     "BucketRateLimiter",
     "Cache",
+    "ClientListerWatcher",
     "Clock",
     "Controller",
     "ControllerContext",
@@ -83,7 +84,6 @@ __all__ = [
     "RunnableController",
     "SharedInformer",
     "ShutDown",
-    "StoreListerWatcher",
     "StreamStalled",
     "TimerHandle",
     "WatchEvent",

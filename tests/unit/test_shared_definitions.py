@@ -26,7 +26,7 @@ def test_parse_duration_accepts_every_documented_form(text: object, seconds: flo
 
 @pytest.mark.parametrize("text", ["", "m", "1x", "-1s", "0", "nan", "inf", "1m x", True])
 def test_parse_duration_rejects_with_the_setting_named(text: object) -> None:
-    with pytest.raises(ConfigError, match="^lease: "):
+    with pytest.raises(ConfigError, match=r"^lease: "):
         parse_duration(text, "lease")
 
 
