@@ -37,7 +37,7 @@ FORBIDDEN_THIRD_PARTY: dict[str, set[str]] = {
 def imported_modules(path: Path) -> list[tuple[int, str]]:
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
     parts = (path.relative_to(ROOT) if path.is_relative_to(ROOT) else path).with_suffix("").parts
-    package = parts[:-1] if parts[-1] != "__init__" else parts[:-1]
+    package = parts[:-1]  # for __init__.py too: its package is its folder
     found: list[tuple[int, str]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
