@@ -39,9 +39,10 @@ __all__ = [
 
 V = TypeVar("V")
 
-# The scheduler's throughput is bounded by its status writes (one round trip each), so it
-# keeps several in flight; the others act on a handful of objects at a time.
-_DEFAULT_WORKERS = {"scheduler": 16}
+# The scheduler's workers only decide (a heap pop) and then wait for their binding: its
+# batches are as large as the decisions made while the previous one was on its way, so it
+# keeps many in flight; the others act on a handful of objects at a time.
+_DEFAULT_WORKERS = {"scheduler": 128}
 _OTHER_WORKERS = 4
 
 

@@ -138,18 +138,22 @@ def set_phase(
     """
     old = status.phase
     check_transition(name, old, phase)
-    before = status.model_copy(deep=True)
-    if node_ref is not None:
+    # Track changes as they are made: a deep copy to compare with would cost more than the
+    # whole write (the scheduler's batches make thousands of these a second).
+    changed = False
+    if node_ref is not None and node_ref != status.node_ref:
         status.node_ref = node_ref
+        changed = True
     if phase != old:
         status.phase = phase
         _enter(status, phase)
         _record(status, old, reason, message, now)
+        changed = True
     elif reason is not None or message is not None:
         # Same phase, new explanation (e.g. Failed with a better message): the condition
         # changes, its lastTransitionTime stays, the history does not grow.
         current = next((c for c in status.conditions if c.type == CONDITION_PHASE), None)
-        set_condition(
+        changed = set_condition(
             status.conditions,
             Condition(
                 type=CONDITION_PHASE,
@@ -158,13 +162,13 @@ def set_phase(
                 message=message if message is not None else (current.message if current else None),
             ),
             now,
-        )
+        ) or changed
     if status.phase in NODE_PHASES and not status.node_ref:
         raise Invalid(
             f'project "{name}" cannot be {status.phase} without a node',
             [FieldError(field="nodeRef", message=f"required for phase {status.phase}")],
         )
-    return status != before
+    return changed
 
 
 def replace_status(

@@ -29,7 +29,7 @@ from caravanserai.api.problems import (
     NotFound,
 )
 from caravanserai.api.project import Project, ProjectPhase, ProjectStatus
-from caravanserai.api.validation import validate_project
+from caravanserai.api.validation import is_dns_label, validate_project
 from caravanserai.logging import get_logger
 from caravanserai.registry import lifecycle
 from caravanserai.registry.base import KindRegistry, revision_of, timestamp
@@ -195,7 +195,14 @@ class ProjectRegistry(KindRegistry[Project]):
         placement, never a move.
         """
         updates: list[tuple[str, Mutator, str | None]] = []
-        for b in bindings:
+        refused: dict[int, BindingResult] = {}
+        for index, b in enumerate(bindings):
+            if not is_dns_label(b.name) or not is_dns_label(b.node):
+                refused[index] = BindingResult(
+                    name=b.name, node=b.node, outcome=BindingOutcome.INVALID,
+                    message="name and node must be DNS labels",
+                )
+                continue
             place = self._phase_mutator(
                 b.name,
                 ProjectPhase.SCHEDULED,
@@ -215,7 +222,12 @@ class ProjectRegistry(KindRegistry[Project]):
             self.kind, updates
         )
         results: list[BindingResult] = []
-        for b, outcome in zip(bindings, outcomes, strict=True):
+        written = iter(outcomes)
+        for index, b in enumerate(bindings):
+            if index in refused:
+                results.append(refused[index])
+                continue
+            outcome = next(written)
             if isinstance(outcome, CaravanseraiError):
                 kind = (
                     BindingOutcome.NOT_FOUND

@@ -112,7 +112,8 @@ async def test_batch_binding_binds_many_and_reports_stale_ones(
             [Binding(name=p.metadata.name, node="n1",
                      resource_version=p.metadata.resource_version) for p in made[:4]]
             + [Binding(name="p4", node="n1"), Binding(name="ghost", node="n1"),
-               Binding(name="p1", node="n1", resource_version=made[1].metadata.resource_version)]
+               Binding(name="p1", node="n1", resource_version=made[1].metadata.resource_version),
+               Binding(name="p2", node="Not A Node")]
         )
         outcomes = [(r.name, r.outcome) for r in results]
         assert outcomes == [
@@ -121,6 +122,7 @@ async def test_batch_binding_binds_many_and_reports_stale_ones(
             ("p4", BindingOutcome.CONFLICT),  # not Pending: binding never moves a project
             ("ghost", BindingOutcome.NOT_FOUND),
             ("p1", BindingOutcome.CONFLICT),  # already bound above: its version moved on
+            ("p2", BindingOutcome.INVALID),
         ]
         # Each binding is its own write: one revision and one event each, in order.
         revisions = [int(r.resource_version or 0) for r in results[:4]]
