@@ -7,7 +7,7 @@ Reconciler. See ``docs/controllers.md`` for a guide.
 - :class:`Reflector` keeps a :class:`Cache` current (resume, relist on 410, backoff, liveness)
 - :class:`SharedInformer`: one reflector + cache, many handlers, indexers, resync
 - :class:`WorkQueue` with rate limiters; :class:`Controller` runs a :class:`Reconciler`
-- :class:`LeaderElector` on PostgreSQL
+- :class:`LeaderElector` on a Lease object, over any client (HTTP or in-process)
 - :class:`ControllerContext` / :class:`InformerFactory`: the controller plug-in contract
 - :class:`Clock` / :class:`FakeClock`: injectable time
 """
