@@ -88,8 +88,10 @@ class NodeRegistry(KindRegistry[Node]):
         stored = await self._update(node.metadata.name, mutate, node.metadata.resource_version)
         return self.decode(stored)
 
-    async def heartbeat(self, name: str, heartbeat: Heartbeat | None = None) -> Node:
-        """Merge an agent's heartbeat; NotFound tells the agent to register again."""
+    async def heartbeat(self, name: str, heartbeat: Heartbeat | None = None) -> None:
+        """Merge an agent's heartbeat; NotFound tells the agent to register again.
+
+        Nothing is returned (the agents' hottest write; no caller needs the node back)."""
         hb = heartbeat or Heartbeat()
         now = utcnow()
 
@@ -99,7 +101,7 @@ class NodeRegistry(KindRegistry[Node]):
             current["status"] = status.to_wire()
             return current
 
-        return self.decode(await self._update(name, mutate))
+        await self._update(name, mutate)
 
     async def occupants(self, name: str) -> list[str]:
         """Names of the projects that occupy node ``name`` (sorted)."""
