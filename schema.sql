@@ -23,6 +23,11 @@ CREATE TABLE IF NOT EXISTS cara_compaction (
 INSERT INTO cara_compaction (id, revision) VALUES (true, 0) ON CONFLICT (id) DO NOTHING;
 
 -- Current objects, keyed (kind, name), the full wire (camelCase JSON) form in `object`.
+-- Kinds: Project, Node (caravanserai.api.resources.KINDS) and Lease (leader election's
+-- lock, /api/v1/leases: spec.holderIdentity, leaseDurationSeconds, acquireTime, renewTime,
+-- leaseTransitions). A Lease is an object like the others so it shares the revision, the
+-- event log, watch and resourceVersion preconditions; the older cara_leases table, written
+-- directly by the leader elector before Leases were API objects, is no longer used.
 -- Promoted columns exist only for filtering in SQL; `object` is the truth.
 -- name uses the "C" collation so ORDER BY name / name > $last agree with Python's str
 -- ordering whatever the cluster locale (pagination depends on it).

@@ -43,7 +43,6 @@ when unset, is the local address that routes to the server.
 from __future__ import annotations
 
 import os
-import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -54,12 +53,8 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 from ruamel.yaml import YAML
 
+from caravanserai.api.config import ConfigError, parse_duration
 from caravanserai.api.quantities import parse_cpus, parse_memory
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing or malformed; the message names the key."""
-
 
 # key -> environment variable
 ENV_VARS: dict[str, str] = {
@@ -111,36 +106,6 @@ def parse_reserved(value: object) -> dict[str, str]:
             raise ConfigError(f"system_reserved: {key}: {exc}") from None
         out[key] = qty
     return out
-
-
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(value: object, key: str = "duration") -> float:
-    """Seconds from a Go duration (``30s``, ``1m30s``, ``500ms``) or a plain number."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{key}: expected a duration, got {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        text = str(value).strip()
-        try:
-            seconds = float(text)
-        except ValueError:
-            pos, seconds = 0, 0.0
-            for match in _DURATION_RE.finditer(text):
-                if match.start() != pos:
-                    break
-                seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-                pos = match.end()
-            if pos != len(text) or not text:
-                raise ConfigError(
-                    f"{key}: invalid duration {value!r} (e.g. 30s, 1m30s, 500ms)"
-                ) from None
-    if seconds <= 0:
-        raise ConfigError(f"{key}: must be positive, got {value!r}")
-    return seconds
 
 
 def parse_bool(value: object, key: str) -> bool:

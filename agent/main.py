@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -279,13 +280,25 @@ def _flag(name: str, *decls: str, **kwargs: Any) -> Callable[[Any], Any]:
               help="config.yaml to read (default ./config.yaml).")
 @click.option("--env-file", "env_file", type=click.Path(path_type=Path), default=None,
               help=".env to read (default ./.env).")
-def cli(config_file: Path | None, env_file: Path | None, **flags: Any) -> None:
+@click.option("--check-config", is_flag=True, default=False,
+              help="Only validate the configuration and print the API and ingress proxy "
+                   'addresses as JSON ({"listen": ..., "proxy": ...}).')
+def cli(
+    config_file: Path | None, env_file: Path | None, check_config: bool, **flags: Any
+) -> None:
     """Run the Caravanserai node agent."""
     try:
         config = load_config(flags=flags, config_file=config_file, env_file=env_file)
     except ConfigError as exc:
         click.echo(f"cara-agent: configuration error: {exc}", err=True)
         sys.exit(2)
+    if check_config:
+        # cara-server --dev asks this of the agent program instead of importing it.
+        click.echo(json.dumps({
+            "listen": f"{config.listen_host}:{config.listen_port}",
+            "proxy": f"{config.proxy_host}:{config.proxy_port}",
+        }))
+        return
     configure_logging(debug=config.debug, app="cara-agent")
     sys.exit(asyncio.run(_main(config)))
 

@@ -18,6 +18,8 @@ import platformdirs
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from caravanserai.api.config import ConfigError, parse_duration
+
 DEFAULT_SERVER = "http://localhost:8080"
 # Long enough for a slow list over a bad link, short enough that a dead server is noticed.
 DEFAULT_TIMEOUT = 30.0
@@ -29,10 +31,6 @@ ENV_CONFIG = "CARA_CONFIG"
 
 # Keys the file may hold, with what ``config set`` accepts for each.
 CONFIG_KEYS: tuple[str, ...] = ("server", "token", "timeout")
-
-
-class ConfigError(Exception):
-    """The config file or a setting is unusable; the message says which and why."""
 
 
 def config_path(environ: Mapping[str, str] | None = None) -> Path:
@@ -101,20 +99,7 @@ def normalize_server(url: str) -> str:
 
 def parse_timeout(value: Any, source: str) -> float:
     """Seconds, as a number or with a unit (``30``, ``30s``, ``2m``, ``500ms``); 0 = no limit."""
-    text = str(value).strip().lower()
-    units = (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0))
-    factor = 1.0
-    for suffix, mult in units:
-        if text.endswith(suffix) and text[: -len(suffix)].replace(".", "", 1).isdigit():
-            text, factor = text[: -len(suffix)], mult
-            break
-    try:
-        seconds = float(text) * factor
-    except ValueError:
-        raise ConfigError(f"{source}: {value!r} is not a duration (e.g. 30, 30s, 2m)") from None
-    if seconds < 0:
-        raise ConfigError(f"{source}: the timeout must not be negative")
-    return seconds
+    return parse_duration(value, source, allow_zero=True)
 
 
 @dataclass(frozen=True)

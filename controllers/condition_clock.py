@@ -21,7 +21,7 @@ from caravanserai.api.base import Condition, ConditionStatus, remove_condition
 from caravanserai.api.node import Node
 from caravanserai.api.problems import Conflict, NotFound
 from caravanserai.api.project import Project
-from caravanserai.client.http import CaravanseraiClient
+from caravanserai.client.interface import Client
 from caravanserai.informer import Clock, Result, SharedInformer
 
 __all__ = [
@@ -50,7 +50,7 @@ def requeue_after(seconds: float | None) -> Result | None:
 
 
 async def _write(
-    client: CaravanseraiClient, project: Project, condition_type: str, mark: Condition | None
+    client: Client, project: Project, condition_type: str, mark: Condition | None
 ) -> None:
     status = project.status.model_copy(deep=True)
     remove_condition(status.conditions, condition_type)
@@ -60,7 +60,7 @@ async def _write(
 
 
 async def start_clock(
-    client: CaravanseraiClient,
+    client: Client,
     project: Project,
     condition_type: str,
     reason: str,
@@ -78,7 +78,7 @@ async def start_clock(
     await _write(client, project, condition_type, mark)
 
 
-async def stop_clock(client: CaravanseraiClient, project: Project, condition_type: str) -> None:
+async def stop_clock(client: Client, project: Project, condition_type: str) -> None:
     """Remove the condition ``condition_type`` (and nothing else)."""
     await _write(client, project, condition_type, None)
 
@@ -102,7 +102,7 @@ class ProjectClockReconciler(ABC, Generic[PlanT]):
 
     def __init__(
         self,
-        client: CaravanseraiClient,
+        client: Client,
         projects: SharedInformer[Project],
         nodes: SharedInformer[Node],
         clock: Clock,

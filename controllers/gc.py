@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from caravanserai.api.phases import DELETING_PHASES
 from caravanserai.api.problems import NotFound
-from caravanserai.api.project import Project, ProjectPhase
-from caravanserai.client.http import CaravanseraiClient
+from caravanserai.api.project import Project
+from caravanserai.client.interface import Client
 from caravanserai.informer import (
     Change,
     Clock,
@@ -31,7 +32,7 @@ from controllers.settings import load_settings
 
 __all__ = ["GarbageCollector", "controller", "has_expiry", "seconds_until_expiry"]
 
-_DELETING = frozenset({ProjectPhase.TERMINATING, ProjectPhase.TERMINATED})
+_DELETING = DELETING_PHASES
 
 
 def seconds_until_expiry(project: Project, clock: Clock) -> float | None:
@@ -55,7 +56,7 @@ class GarbageCollector:
     """The reconciler: delete one project when it is due, else wait for its time."""
 
     def __init__(
-        self, client: CaravanseraiClient, projects: SharedInformer[Project], clock: Clock, log: Any
+        self, client: Client, projects: SharedInformer[Project], clock: Clock, log: Any
     ) -> None:
         self.client = client
         self.projects = projects

@@ -29,7 +29,7 @@ from typing import Any
 from caravanserai.api.base import Condition, ConditionStatus, get_condition, set_condition
 from caravanserai.api.node import CONDITION_READY, Node, NodeState, NodeStatus
 from caravanserai.api.problems import Conflict, NotFound
-from caravanserai.client.http import CaravanseraiClient
+from caravanserai.client.interface import Client
 from caravanserai.informer import (
     Change,
     Clock,
@@ -60,7 +60,7 @@ REASON_HEARTBEAT_TIMEOUT = "HeartbeatTimeout"
 REASON_AGENT_READY = "AgentReady"
 MESSAGE_HEARTBEAT_TIMEOUT = "Agent has not posted a heartbeat within the timeout window"
 MESSAGE_AGENT_READY = "Agent is healthy and posting heartbeats"
-# Reasons the server writes (caravanserai.server.lifecycle): a node registered and never
+# Reasons the server writes (caravanserai.registry.lifecycle): a node registered and never
 # heard from, and an agent that reported itself NotReady.
 _REASON_REGISTERED = "NodeRegistered"
 _REASON_AGENT_NOT_READY = "AgentNotReady"
@@ -160,7 +160,7 @@ class NodeHealth:
 
     def __init__(
         self,
-        client: CaravanseraiClient,
+        client: Client,
         nodes: SharedInformer[Node],
         clock: Clock,
         timeout: float,

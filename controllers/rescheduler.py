@@ -28,6 +28,7 @@ from enum import StrEnum
 
 from caravanserai.api.base import get_condition
 from caravanserai.api.node import Node
+from caravanserai.api.phases import NODE_BOUND_PHASES
 from caravanserai.api.project import CONDITION_NOT_READY_AT, Project, ProjectPhase
 from caravanserai.informer import (
     Change,
@@ -55,7 +56,7 @@ __all__ = [
 REASON_NODE_NOT_READY = "NodeNotReady"
 MESSAGE_RESET = "Node went NotReady; project reset to Pending for rescheduling"
 NODE_REF_INDEX = "nodeRef"
-_ON_NODE = frozenset({ProjectPhase.SCHEDULED, ProjectPhase.RUNNING})
+_ON_NODE = NODE_BOUND_PHASES
 
 
 class Action(StrEnum):

@@ -15,9 +15,12 @@ looked at Pending projects every 30 s (REFERENCE §3.4, §10.4, §10.16). Here:
   nodes end up exactly 10 per node. An assumption is dropped when the informer shows the
   project at a newer revision than the one the write was conditioned on (the write landed,
   or something else happened), or when the write fails.
-* **Never twice.** The write is ``PATCH /status {phase: Scheduled, nodeRef}`` with the
+* **Never twice.** The write is a binding ``{name, node, resourceVersion}`` with the
   project's resourceVersion as precondition: if anything changed it since our cache saw it
-  (another scheduler, a delete), the server answers 409 and we look again.
+  (another scheduler, a delete), that binding comes back Conflict and we look again.
+* **In batches.** Workers' decisions are sent together (:class:`~controllers.binder.
+  BindingBatcher`): one ``bind`` call — one transaction — carries every placement decided
+  while the previous batch was on its way, each with its own precondition and outcome.
 * **At once.** A project entering Pending (new, or reset by the rescheduler) is an informer
   event; a node becoming schedulable (new, Ready again, uncordoned) requeues every Pending
   project. With no schedulable node a project simply waits for such an event: no polling.
@@ -34,11 +37,13 @@ import heapq
 from typing import Any
 
 from caravanserai.api.base import Condition, ConditionStatus, get_condition, set_condition
+from caravanserai.api.binding import Binding, BindingOutcome
 from caravanserai.api.node import Node, NodeState
+from caravanserai.api.phases import OCCUPYING_PHASES
 from caravanserai.api.problems import Conflict, NotFound
 from caravanserai.api.project import CONDITION_SCHEDULED, Project, ProjectPhase
 from caravanserai.api.requests import ZERO, Amount, node_allocatable, project_request
-from caravanserai.client.http import CaravanseraiClient
+from caravanserai.client.interface import Client
 from caravanserai.informer import (
     Controller,
     ControllerContext,
@@ -48,6 +53,7 @@ from caravanserai.informer import (
     SharedInformer,
     index_by_phase,
 )
+from controllers.binder import BindingBatcher
 from controllers.placement import REASON_UNSCHEDULABLE, Candidate, misfit, place
 from controllers.settings import load_settings
 
@@ -63,9 +69,6 @@ __all__ = [
 ]
 
 REASON_SCHEDULED = "Scheduled"
-OCCUPYING_PHASES = frozenset(
-    {ProjectPhase.SCHEDULED, ProjectPhase.RUNNING, ProjectPhase.FAILED, ProjectPhase.TERMINATING}
-)
 PHASE_INDEX = "phase"
 
 
@@ -255,13 +258,15 @@ class Scheduler:
 
     def __init__(
         self,
-        client: CaravanseraiClient,
+        client: Client,
         projects: SharedInformer[Project],
         nodes: SharedInformer[Node],
         tracker: LoadTracker,
         log: Any,
+        binder: BindingBatcher | None = None,
     ) -> None:
         self.client = client
+        self.binder = binder or BindingBatcher(client.projects)
         self.projects = projects
         self.nodes = nodes
         self.tracker = tracker
@@ -299,27 +304,33 @@ class Scheduler:
         self.unschedulable.discard(name)
         # Assume before the first await: concurrent workers see this decision at once.
         self.tracker.assume(name, node, rv)
+        binding = Binding(
+            name=name,
+            node=node,
+            resource_version=project.metadata.resource_version,
+            reason=REASON_SCHEDULED,
+            message=f"Scheduled onto node {node}",
+        )
         try:
-            await self.client.projects.patch_status(
-                name,
-                ProjectPhase.SCHEDULED,
-                REASON_SCHEDULED,
-                f"Scheduled onto node {node}",
-                node_ref=node,
-                resource_version=project.metadata.resource_version,
-            )
-        except Conflict as exc:
-            # Changed since our cache saw it (or no longer Pending): look again once the
-            # informer has caught up. Never a second assignment: the precondition failed.
-            self.tracker.unassume(name)
-            self.log.debug("project.schedule_conflict", kind="Project", name=name, error=str(exc))
-            return Result(requeue=True)
-        except NotFound:
-            self.tracker.unassume(name)
-            return None
+            result = await self.binder.bind(binding)
         except BaseException:
             self.tracker.unassume(name)
             raise
+        if result.outcome is BindingOutcome.CONFLICT:
+            # Changed since our cache saw it (or no longer Pending): look again once the
+            # informer has caught up. Never a second assignment: the precondition failed.
+            self.tracker.unassume(name)
+            self.log.debug(
+                "project.schedule_conflict", kind="Project", name=name, error=result.message
+            )
+            return Result(requeue=True)
+        if result.outcome is not BindingOutcome.BOUND:
+            self.tracker.unassume(name)
+            if result.outcome is BindingOutcome.INVALID:
+                self.log.warning(
+                    "project.binding_refused", kind="Project", name=name, error=result.message
+                )
+            return None
         self.log.info(
             "project.scheduled", kind="Project", name=name, node=node, load=self.tracker.load(node)
         )
@@ -378,16 +389,24 @@ class SchedulerController:
     controller's workers."""
 
     def __init__(
-        self, controller: Controller[str], registrations: list[HandlerRegistration[Any]]
+        self,
+        controller: Controller[str],
+        registrations: list[HandlerRegistration[Any]],
+        binder: BindingBatcher | None = None,
     ) -> None:
         self.controller = controller
         self.registrations = registrations
+        self.binder = binder
 
     async def run(self) -> None:
         """Run until cancelled."""
-        for registration in self.registrations:
-            await registration.wait_for_sync()
-        await self.controller.run()
+        try:
+            for registration in self.registrations:
+                await registration.wait_for_sync()
+            await self.controller.run()
+        finally:
+            if self.binder is not None:
+                await self.binder.close()
 
 
 def controller(ctx: ControllerContext) -> RunnableController:
@@ -396,7 +415,8 @@ def controller(ctx: ControllerContext) -> RunnableController:
     projects = ctx.informers.projects(indexers={PHASE_INDEX: index_by_phase})
     nodes = ctx.informers.nodes()
     tracker = LoadTracker()
-    reconciler = Scheduler(ctx.client, projects, nodes, tracker, ctx.log)
+    binder = BindingBatcher(ctx.client.projects)
+    reconciler = Scheduler(ctx.client, projects, nodes, tracker, ctx.log, binder)
     ctrl: Controller[str] = Controller(
         ctx.name, reconciler, workers=settings.workers, clock=ctx.clock, kind="Project"
     )
@@ -466,4 +486,4 @@ def controller(ctx: ControllerContext) -> RunnableController:
     registrations: list[HandlerRegistration[Any]] = [project_registration, node_registration]
     ctrl.wait_for(projects)
     ctrl.wait_for(nodes)
-    return SchedulerController(ctrl, registrations)
+    return SchedulerController(ctrl, registrations, binder)

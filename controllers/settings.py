@@ -21,12 +21,13 @@ for its node to come back before it is forgotten.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from caravanserai.api.config import ConfigError, parse_duration
 
 __all__ = [
     "ControllerSettings",
@@ -38,31 +39,17 @@ __all__ = [
 
 V = TypeVar("V")
 
-# The scheduler's throughput is bounded by its status writes (one round trip each), so it
-# keeps several in flight; the others act on a handful of objects at a time.
-_DEFAULT_WORKERS = {"scheduler": 16}
+# The scheduler's workers only decide (a heap pop) and then wait for their binding: its
+# batches are as large as the decisions made while the previous one was on its way, so it
+# keeps many in flight; the others act on a handful of objects at a time.
+_DEFAULT_WORKERS = {"scheduler": 128}
 _OTHER_WORKERS = 4
 
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
-class SettingsError(ValueError):
-    """A controller setting has an invalid value (the message names it and its source)."""
-
-
-def parse_duration(value: str | float) -> float:
-    """Seconds from ``90``, ``90s``, ``1.5m``, ``250ms`` or ``1h``; must be positive."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if match is None:
-            raise ValueError(f"{value!r} is not a duration (e.g. 90, 90s, 3m, 1h)")
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"{value!r} must be a positive duration")
-    return seconds
+SettingsError = ConfigError
+"""A controller setting has an invalid value (the message names it and its source): the
+one ConfigError of every program, under the name this module always exported."""
 
 
 def format_duration(seconds: float) -> str:
@@ -112,7 +99,8 @@ def _resolve(
     try:
         return parse(raw)
     except (TypeError, ValueError) as exc:
-        raise SettingsError(f"{source}: {exc}") from None
+        reason = exc.reason if isinstance(exc, ConfigError) else str(exc)
+        raise ConfigError(f"{source}: {reason}") from None
 
 
 def load_settings(

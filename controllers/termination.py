@@ -23,6 +23,7 @@ from enum import StrEnum
 
 from caravanserai.api.base import get_condition
 from caravanserai.api.node import Node
+from caravanserai.api.phases import DELETING_PHASES
 from caravanserai.api.project import CONDITION_TERMINATING_AT, Project, ProjectPhase
 from caravanserai.informer import (
     Change,
@@ -152,7 +153,7 @@ class Termination(ProjectClockReconciler[Plan]):
 @predicate
 def finishing(change: Change[Project]) -> bool:
     """Projects being deleted: Terminating or Terminated."""
-    return change.object.status.phase in (ProjectPhase.TERMINATING, ProjectPhase.TERMINATED)
+    return change.object.status.phase in DELETING_PHASES
 
 
 def terminating_on(change: Change[Node]) -> list[str]:

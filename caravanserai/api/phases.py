@@ -33,3 +33,22 @@ def check_transition(name: str, old: P | None, new: P) -> None:
     """Raise Conflict unless ``old`` → ``new`` is an edge of the phase machine."""
     if not can_transition(old, new):
         raise Conflict(f'project "{name}" cannot move from phase {old} to {new}')
+
+
+# -- named phase sets: the one definition of each, used by the server, controllers and agent --
+
+OCCUPYING_PHASES: frozenset[P] = frozenset({P.SCHEDULED, P.RUNNING, P.FAILED, P.TERMINATING})
+"""A project in one of these phases holds its node: the scheduler counts it as that node's
+load, and the node cannot be deleted without ``?force``. Failed is included: its containers
+may still exist on the node (a crash-looping service) and a spec change redeploys it in
+place; Terminating is not torn down yet."""
+
+NODE_BOUND_PHASES: frozenset[P] = frozenset({P.SCHEDULED, P.RUNNING})
+"""Phases that need a ``status.nodeRef`` (the phase machine refuses them without one), and
+the phases the rescheduler moves off a NotReady node."""
+
+DEPLOYED_PHASES: frozenset[P] = frozenset({P.SCHEDULED, P.RUNNING, P.FAILED})
+"""Phases whose containers the node's agent keeps deployed (and a drain moves off)."""
+
+DELETING_PHASES: frozenset[P] = frozenset({P.TERMINATING, P.TERMINATED})
+"""A project being deleted: its spec can no longer change."""

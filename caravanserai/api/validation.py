@@ -58,6 +58,7 @@ from caravanserai.api.base import API_VERSION, ObjectMeta
 from caravanserai.api.node import Node
 from caravanserai.api.problems import BadRequest, FieldError, Invalid
 from caravanserai.api.project import Project
+from caravanserai.api.resources import KINDS
 from caravanserai.api.service_rules import check_dependencies, check_service_extras
 
 # --------------------------------------------------------------------------------------------
@@ -144,7 +145,7 @@ MSG_PORT = f"must be between {PORT_MIN} and {PORT_MAX}"
 MSG_TIMESTAMP = "must be an RFC 3339 timestamp with a time zone offset"
 MSG_NO_SERVICES = "must have at least one service"
 
-_KINDS: dict[str, type[Project] | type[Node]] = {"Project": Project, "Node": Node}
+_KINDS: dict[str, type[Project] | type[Node]] = {k: r.model for k, r in KINDS.items()}
 
 # --------------------------------------------------------------------------------------------
 # Public predicates.

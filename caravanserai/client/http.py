@@ -18,24 +18,25 @@ reached raises :class:`ServerUnreachable` naming its URL.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar, cast
 
 import aiohttp
 from pydantic import ValidationError
 
 from caravanserai.api.base import API_VERSION
+from caravanserai.api.binding import Binding, BindingList, BindingResult, BindingResultList
+from caravanserai.api.lease import Lease
 from caravanserai.api.node import Heartbeat, Node
 from caravanserai.api.problems import CaravanseraiError, Problem, error_from_problem
 from caravanserai.api.project import Project, ProjectPhase
-from caravanserai.api.selectors import Selector
 from caravanserai.client.errors import (
     ClientError,
     ProtocolError,
     RequestTimeout,
     ServerUnreachable,
 )
+from caravanserai.client.options import ListOptions, ObjectList
 from caravanserai.client.watch import WatchEvent, parse_event
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "DEFAULT_WATCH_READ_TIMEOUT",
     "CaravanseraiClient",
     "ConnectionLost",
+    "LeaseClient",
     "ListOptions",
     "NodeClient",
     "ObjectList",
@@ -64,67 +66,6 @@ class ConnectionLost(ClientError, ConnectionError):
     """An established connection (usually a watch stream) broke before it ended cleanly."""
 
     slug = "connection-lost"
-
-
-@dataclass(frozen=True, slots=True)
-class ListOptions:
-    """What a list or watch selects. Hashable: shared informers are keyed by it.
-
-    ``phase`` is an OR-set (the repeatable ``?phase=``); all parts are ANDed.
-    """
-
-    label_selector: str | None = None
-    field_selector: str | None = None
-    phase: tuple[str, ...] = ()
-    node_ref: str | None = None
-
-    @classmethod
-    def of(
-        cls,
-        *,
-        label_selector: str | None = None,
-        field_selector: str | None = None,
-        phase: str | ProjectPhase | Iterable[str] | None = None,
-        node_ref: str | None = None,
-    ) -> ListOptions:
-        """Build options, accepting one phase or several."""
-        if phase is None:
-            phases: tuple[str, ...] = ()
-        elif isinstance(phase, str):
-            phases = (str(phase),)
-        else:
-            phases = tuple(sorted(str(p) for p in phase))
-        return cls(label_selector or None, field_selector or None, phases, node_ref)
-
-    def to_params(self) -> list[tuple[str, str]]:
-        """The query parameters of this selection."""
-        params: list[tuple[str, str]] = []
-        if self.label_selector:
-            params.append(("labelSelector", self.label_selector))
-        if self.field_selector:
-            params.append(("fieldSelector", self.field_selector))
-        params.extend(("phase", p) for p in self.phase)
-        if self.node_ref is not None:
-            params.append(("nodeRef", self.node_ref))
-        return params
-
-    def to_selector(self) -> Selector:
-        """The same selection as a parsed :class:`caravanserai.api.Selector` (for the store)."""
-        any_of: dict[str, set[str]] = {}
-        if self.phase:
-            any_of["status.phase"] = set(self.phase)
-        if self.node_ref is not None:
-            any_of["status.nodeRef"] = {self.node_ref}
-        return Selector.parse(self.label_selector, self.field_selector, any_of)
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectList(Generic[T]):
-    """One list response: the items, the revision the list saw and the next page's token."""
-
-    items: list[T]
-    resource_version: str
-    continue_: str | None = None
 
 
 class CaravanseraiClient:
@@ -157,6 +98,7 @@ class CaravanseraiClient:
         self._owns_session = session is None
         self.projects = ProjectClient(self, Project, "projects")
         self.nodes = NodeClient(self, Node, "nodes")
+        self.leases = LeaseClient(self)
 
     async def __aenter__(self) -> CaravanseraiClient:
         self._get_session()
@@ -508,6 +450,19 @@ class ProjectClient(ResourceClient[Project]):
             body["resourceVersion"] = resource_version
         await self.client.request("PATCH", f"{self.path}/{name}/status", body=body)
 
+    async def bind(self, bindings: Sequence[Binding]) -> list[BindingResult]:
+        """``POST /api/v1/bindings``: bind Pending projects to nodes in one transaction.
+
+        One result per binding, in order; a stale one (outcome Conflict/NotFound/Invalid)
+        is skipped by the server, not fatal to the others.
+        """
+        body = BindingList(items=list(bindings)).to_wire()
+        _, data = await self.client.request("POST", "/api/v1/bindings", body=body)
+        try:
+            return BindingResultList.model_validate(data).items
+        except ValidationError as exc:
+            raise ProtocolError(f"the server sent an invalid binding result: {exc}") from exc
+
 
 class NodeClient(ResourceClient[Node]):
     """``/api/v1/nodes`` plus the heartbeat."""
@@ -516,6 +471,41 @@ class NodeClient(ResourceClient[Node]):
         """``POST /{name}/heartbeat``; NotFound when the node is not registered."""
         body = heartbeat.to_wire() if heartbeat is not None else {}
         await self.client.request("POST", f"{self.path}/{name}/heartbeat", body=body)
+
+
+class LeaseClient:
+    """``/api/v1/leases`` (leader election): get, create, update, delete."""
+
+    path = "/api/v1/leases"
+
+    def __init__(self, client: CaravanseraiClient) -> None:
+        self.client = client
+
+    def _parse(self, data: Any) -> Lease:
+        try:
+            return Lease.model_validate(data)
+        except ValidationError as exc:
+            raise ProtocolError(f"the server sent an invalid Lease: {exc}") from exc
+
+    async def get(self, name: str) -> Lease:
+        """``GET /{name}``; NotFound on 404."""
+        _, body = await self.client.request("GET", f"{self.path}/{name}")
+        return self._parse(body)
+
+    async def create(self, lease: Lease) -> Lease:
+        """``POST``; AlreadyExists when another candidate created it first."""
+        _, body = await self.client.request("POST", self.path, body=lease.to_wire())
+        return self._parse(body)
+
+    async def update(self, lease: Lease) -> Lease:
+        """``PUT /{name}``; Conflict (409) when ``metadata.resourceVersion`` is stale."""
+        name = lease.metadata.name
+        _, body = await self.client.request("PUT", f"{self.path}/{name}", body=lease.to_wire())
+        return self._parse(body)
+
+    async def delete(self, name: str) -> None:
+        """``DELETE /{name}``."""
+        await self.client.request("DELETE", f"{self.path}/{name}")
 
 
 async def _error_from_response(resp: aiohttp.ClientResponse) -> CaravanseraiError:

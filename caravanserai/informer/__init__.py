@@ -3,12 +3,12 @@
 The anchor is client-go's ``tools/cache`` and ``util/workqueue`` and controller-runtime's
 Reconciler. See ``docs/controllers.md`` for a guide.
 
-- :class:`ListerWatcher` (:class:`HTTPListerWatcher`, :class:`StoreListerWatcher`)
+- :class:`ListerWatcher` (:class:`ClientListerWatcher`, over the HTTP or the in-process client)
 - :class:`Reflector` keeps a :class:`Cache` current (resume, relist on 410, backoff, liveness)
 - :class:`SharedInformer`: one reflector + cache, many handlers, indexers, resync
 - :class:`ControllerBuilder` (``Controller.for_(Project)...``), :class:`Predicate`
 - :class:`WorkQueue` with rate limiters; :class:`Controller` runs a :class:`Reconciler`
-- :class:`LeaderElector` on PostgreSQL
+- :class:`LeaderElector` on a Lease object, over any client (HTTP or in-process)
 - :class:`ControllerContext` / :class:`InformerFactory`: the controller plug-in contract
 - :class:`Clock` / :class:`FakeClock`: injectable time
 """
@@ -45,9 +45,9 @@ from caravanserai.informer.controller import Controller, Reconciler, Result
 from caravanserai.informer.informer import HandlerRegistration, SharedInformer
 from caravanserai.informer.leader import LeaderElector
 from caravanserai.informer.listerwatcher import (
+    ClientListerWatcher,
     HTTPListerWatcher,
     ListerWatcher,
-    StoreListerWatcher,
 )
 from caravanserai.informer.manager_api import (
     ENTRY_POINT_GROUP,
@@ -73,6 +73,7 @@ __all__ = [
     "BucketRateLimiter",
     "Cache",
     "Change",
+    "ClientListerWatcher",
     "Clock",
     "Controller",
     "ControllerBuilder",
@@ -101,7 +102,6 @@ __all__ = [
     "RunnableController",
     "SharedInformer",
     "ShutDown",
-    "StoreListerWatcher",
     "StreamStalled",
     "TimerHandle",
     "WatchEvent",

@@ -1,31 +1,28 @@
-"""Leader election on PostgreSQL with a lease row (client-go's ``leaderelection``).
+"""Leader election over the API with a Lease object (client-go's ``leaderelection``).
 
-Several ``cara-server`` replicas share one database; one of them runs the controllers::
+Several ``cara-server`` replicas share one database; one of them runs the controllers. A
+controller running as its own program can elect a leader the same way over HTTP::
 
-    elector = LeaderElector(database_url, name="controller-manager",
+    elector = LeaderElector(client, name="my-controller",      # HTTP or in-process client
                             on_started_leading=run_controllers)
     await elector.run()      # campaigns, leads, steps down, campaigns again ... until cancelled
 
-How it works. A row of ``cara_leases`` (created idempotently on first use) holds
-``holder`` and ``renewed_at``. One ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` statement
-both acquires and renews: it succeeds when the row is ours, free, or expired
-(``renewed_at + lease_seconds < now()`` on the *database's* clock, so replicas' clocks
-never disagree). The leader renews every ``retry_period``; if it could not renew for
+How it works. The Lease ``/api/v1/leases/{name}`` holds ``holderIdentity``,
+``leaseDurationSeconds``, ``acquireTime``, ``renewTime`` and ``leaseTransitions``. Every
+acquire, renew and release is an update conditioned on the resourceVersion the candidate
+read, so of two candidates racing for a free or expired lease exactly one wins (the other
+gets 409). Expiry is judged as client-go does, without comparing clocks: a candidate notes
+on its own monotonic clock when it last saw the lease *change* (holder, renew time or
+resourceVersion) and takes it over only once ``leaseDurationSeconds`` have passed without
+a change. The leader renews every ``retry_period``; if it could not renew for
 ``renew_deadline`` (measured locally from the start of the last successful attempt) it
 stops leading — before anyone else may take over, since ``renew_deadline <
 lease_duration``. A leader that dies without releasing is replaced within
-``lease_duration + retry_period``; one that stops cleanly releases the lease and is
-replaced within ``retry_period``.
+``lease_duration + retry_period`` of its last renewal; one that stops cleanly releases the
+lease (holder cleared) and is replaced within ``retry_period``.
 
-Why a lease row and not a session advisory lock: a session lock is released only when
-PostgreSQL notices the session is gone, which after a network partition or a frozen host
-can take as long as TCP keepalive (hours by default), and the partitioned holder cannot
-tell that it lost the lock. A lease has a bounded takeover time and a self-fencing leader,
-and the table shows who leads (``SELECT * FROM cara_leases``). The table is created with
-``CREATE TABLE IF NOT EXISTS`` under a transaction-level advisory lock, so concurrent
-first starts do not race; ``schema.sql`` needs no change.
-
-This module is the informer package's only use of PostgreSQL (psycopg, async).
+The elector only uses the client's ``leases`` calls (get, create, update): nothing here
+talks SQL.
 """
 
 from __future__ import annotations
@@ -38,59 +35,22 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-import psycopg
 import structlog
 from prometheus_client import Gauge
 
-__all__ = ["LeaderElector", "ensure_lease_table"]
+from caravanserai.api.base import ObjectMeta, utcnow
+from caravanserai.api.lease import Lease, LeaseSpec
+from caravanserai.api.problems import AlreadyExists, CaravanseraiError, Conflict, NotFound
+from caravanserai.client.interface import Client
+
+__all__ = ["LeaderElector", "default_identity"]
 
 log = structlog.get_logger("caravanserai.leader")
 
 IS_LEADER = Gauge("caravanserai_leader_is_leader", "1 while this process leads", ["lease"])
 
-_CREATE = """
-CREATE TABLE IF NOT EXISTS cara_leases (
-    name          text PRIMARY KEY,
-    holder        text,
-    acquired_at   timestamptz,
-    renewed_at    timestamptz NOT NULL DEFAULT now(),
-    lease_seconds double precision NOT NULL,
-    transitions   bigint NOT NULL DEFAULT 0
-)
-"""
-
-_ACQUIRE = """
-INSERT INTO cara_leases AS l (name, holder, acquired_at, renewed_at, lease_seconds, transitions)
-VALUES (%(name)s, %(holder)s, now(), now(), %(lease)s, 0)
-ON CONFLICT (name) DO UPDATE SET
-    holder = EXCLUDED.holder,
-    acquired_at = CASE WHEN l.holder IS NOT DISTINCT FROM EXCLUDED.holder
-                       THEN l.acquired_at ELSE now() END,
-    renewed_at = now(),
-    lease_seconds = EXCLUDED.lease_seconds,
-    transitions = l.transitions + CASE WHEN l.holder IS NOT DISTINCT FROM EXCLUDED.holder
-                                       THEN 0 ELSE 1 END
-WHERE l.holder = EXCLUDED.holder
-   OR l.holder IS NULL
-   OR l.renewed_at + l.lease_seconds * interval '1 second' < now()
-RETURNING holder
-"""
-
-_CURRENT = "SELECT holder FROM cara_leases WHERE name = %(name)s"
-
-_RELEASE = """
-UPDATE cara_leases SET holder = NULL, renewed_at = now()
-WHERE name = %(name)s AND holder = %(holder)s
-"""
-
-_LOCK_KEY = 0x63617261  # "cara": serialises the CREATE TABLE of concurrent first starts
-
-
-async def ensure_lease_table(conn: psycopg.AsyncConnection[Any]) -> None:
-    """Create ``cara_leases`` if it does not exist (safe to run concurrently)."""
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-        await conn.execute(_CREATE)
+# Failures of one attempt that mean "try again later", not "give up".
+_TRANSIENT = (CaravanseraiError, OSError, TimeoutError)
 
 
 def default_identity() -> str:
@@ -102,7 +62,8 @@ class LeaderElector:
     """Campaign for a named lease; run ``on_started_leading`` while holding it.
 
     Args:
-        conninfo: PostgreSQL connection string (``DATABASE_URL``).
+        client: any client of the interface (``CaravanseraiClient`` over HTTP, or the
+            server's in-process client); only ``client.leases`` is used.
         on_started_leading: coroutine function run while leading; it is cancelled when
             leadership is lost. If it returns, the lease is released and ``run()``
             returns; if it raises, the lease is released and the campaign resumes.
@@ -119,7 +80,7 @@ class LeaderElector:
 
     def __init__(
         self,
-        conninfo: str,
+        client: Client,
         *,
         on_started_leading: Callable[[], Coroutine[Any, Any, None]],
         on_stopped_leading: Callable[[], Awaitable[None] | None] | None = None,
@@ -133,7 +94,7 @@ class LeaderElector:
     ) -> None:
         if not lease_duration > renew_deadline > retry_period > 0:
             raise ValueError("need lease_duration > renew_deadline > retry_period > 0")
-        self.conninfo = conninfo
+        self.client = client
         self.name = name
         self.identity = identity or default_identity()
         self.lease_duration = lease_duration
@@ -143,8 +104,9 @@ class LeaderElector:
         self._on_started = on_started_leading
         self._on_stopped = on_stopped_leading
         self._on_new_leader = on_new_leader
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-        self._table_ready = False
+        # The last lease record seen and when (loop time) it last changed.
+        self._observed: tuple[str | None, str | None, str | None] | None = None
+        self._observed_at = 0.0
         self._leading = False
         self._last_renew = 0.0
         self.leader: str | None = None
@@ -166,7 +128,7 @@ class LeaderElector:
                     return
                 await asyncio.sleep(self.retry_period)
         finally:
-            await self._close()
+            self._leading = False
 
     # -- campaign -------------------------------------------------------------------------
 
@@ -178,9 +140,8 @@ class LeaderElector:
                     if await self._try_acquire_or_renew():
                         self._last_renew = asyncio.get_running_loop().time()
                         return
-            except (TimeoutError, OSError, psycopg.Error) as exc:
+            except _TRANSIENT as exc:
                 self._log.warning("lease attempt failed", error=str(exc) or type(exc).__name__)
-                await self._reset_connection()
             await asyncio.sleep(self.retry_period)
 
     async def _lead(self) -> bool:
@@ -243,11 +204,9 @@ class LeaderElector:
                 async with asyncio.timeout(remaining):
                     ok = await self._try_acquire_or_renew()
             except TimeoutError:
-                await self._reset_connection()
                 return False
-            except (OSError, psycopg.Error) as exc:
+            except _TRANSIENT as exc:
                 self._log.warning("lease renewal failed", error=str(exc) or type(exc).__name__)
-                await self._reset_connection()
                 await asyncio.sleep(min(self.retry_period, max(0.0, deadline - loop.time())))
                 continue
             if ok:
@@ -255,35 +214,72 @@ class LeaderElector:
                 return True
             return False  # someone else holds it: our lease had expired
 
-    # -- SQL ------------------------------------------------------------------------------
+    # -- the Lease object -----------------------------------------------------------------
 
-    async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        if self._conn is None or self._conn.closed:
-            self._conn = await psycopg.AsyncConnection.connect(
-                self.conninfo,
-                autocommit=True,
-                connect_timeout=max(1, int(self.retry_period * 2)),
-                application_name=f"cara-leader-{self.name}"[:63],
-                # Safe behind a transaction-mode pooler (PgBouncer): no prepared statements.
-                prepare_threshold=None,
-            )
-        if not self._table_ready:
-            await ensure_lease_table(self._conn)
-            self._table_ready = True
-        return self._conn
+    def _fresh(self) -> Lease:
+        stamp = utcnow()
+        return Lease(
+            metadata=ObjectMeta(name=self.name),
+            spec=LeaseSpec(
+                holder_identity=self.identity,
+                lease_duration_seconds=self.lease_duration,
+                acquire_time=stamp,
+                renew_time=stamp,
+                lease_transitions=0,
+            ),
+        )
+
+    def _note(self, lease: Lease, now: float) -> None:
+        """Remember when (on our clock) the lease last changed."""
+        spec = lease.spec
+        record = (
+            spec.holder_identity,
+            spec.renew_time.isoformat() if spec.renew_time else None,
+            lease.metadata.resource_version,
+        )
+        if record != self._observed:
+            self._observed = record
+            self._observed_at = now
 
     async def _try_acquire_or_renew(self) -> bool:
-        conn = await self._connection()
-        params = {"name": self.name, "holder": self.identity, "lease": self.lease_duration}
-        cur = await conn.execute(_ACQUIRE, params)
-        row = await cur.fetchone()
-        if row is not None:
+        """One attempt: True when this candidate holds the lease afterwards."""
+        leases = self.client.leases
+        now = asyncio.get_running_loop().time()
+        try:
+            lease = await leases.get(self.name)
+        except NotFound:
+            try:
+                created = await leases.create(self._fresh())
+            except AlreadyExists:
+                return False
+            self._note(created, now)
             await self._observe(self.identity)
             return True
-        cur = await conn.execute(_CURRENT, params)
-        current = await cur.fetchone()
-        await self._observe(current[0] if current else None)
-        return False
+        self._note(lease, now)
+        spec = lease.spec
+        holder = spec.holder_identity
+        duration = spec.lease_duration_seconds or self.lease_duration
+        if holder and holder != self.identity and now < self._observed_at + duration:
+            await self._observe(holder)
+            return False  # held by someone else, not expired
+        stamp = utcnow()
+        ours = holder == self.identity
+        new_spec = spec.model_copy(
+            update={
+                "holder_identity": self.identity,
+                "lease_duration_seconds": self.lease_duration,
+                "renew_time": stamp,
+                "acquire_time": spec.acquire_time if ours else stamp,
+                "lease_transitions": spec.lease_transitions + (0 if ours else 1),
+            }
+        )
+        try:
+            updated = await leases.update(lease.model_copy(update={"spec": new_spec}))
+        except (Conflict, NotFound):
+            return False  # someone else wrote it first: look again next time
+        self._note(updated, now)
+        await self._observe(self.identity)
+        return True
 
     async def _observe(self, holder: str | None) -> None:
         if holder == self.leader:
@@ -303,20 +299,13 @@ class LeaderElector:
         """Give the lease up so another candidate takes over at its next attempt."""
         try:
             async with asyncio.timeout(self.retry_period):
-                conn = await self._connection()
-                await conn.execute(_RELEASE, {"name": self.name, "holder": self.identity})
+                lease = await self.client.leases.get(self.name)
+                if lease.spec.holder_identity != self.identity:
+                    return
+                spec = lease.spec.model_copy(
+                    update={"holder_identity": None, "renew_time": utcnow()}
+                )
+                await self.client.leases.update(lease.model_copy(update={"spec": spec}))
             self._log.info("released the lease")
-        except (TimeoutError, OSError, psycopg.Error) as exc:
+        except _TRANSIENT as exc:
             self._log.warning("could not release the lease", error=str(exc))
-
-    async def _reset_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None and not conn.closed:
-            try:
-                async with asyncio.timeout(1.0):
-                    await conn.close()
-            except (TimeoutError, OSError, psycopg.Error):
-                pass
-
-    async def _close(self) -> None:
-        await self._reset_connection()

@@ -14,24 +14,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import structlog
 
 from caravanserai.api.node import Node
 from caravanserai.api.project import Project
-from caravanserai.client.http import CaravanseraiClient, ListOptions
+from caravanserai.client.interface import Client
+from caravanserai.client.options import ListOptions
 from caravanserai.informer.cache import IndexFunc
 from caravanserai.informer.clock import Clock, RealClock
 from caravanserai.informer.informer import SharedInformer
-from caravanserai.informer.listerwatcher import (
-    HTTPListerWatcher,
-    ListerWatcher,
-    StoreListerWatcher,
-)
-
-if TYPE_CHECKING:
-    from caravanserai.store.types import Store
+from caravanserai.informer.listerwatcher import ClientListerWatcher, ListerWatcher
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -67,7 +61,7 @@ class InformerFactory:
 
     ::
 
-        informers = InformerFactory.over_http(client)        # or .over_store(store)
+        informers = InformerFactory.over_client(client)   # HTTP or in-process client
         projects = informers.projects()                      # SharedInformer[Project]
         pending = informers.projects(ListOptions.of(phase="Pending"))
         nodes = informers.nodes(indexers={"state": index_by_state})
@@ -92,24 +86,17 @@ class InformerFactory:
         self._tg: asyncio.TaskGroup | None = None
 
     @classmethod
-    def over_http(cls, client: CaravanseraiClient, **kwargs: Any) -> InformerFactory:
-        """Informers that list and watch over the REST API."""
+    def over_client(cls, client: Client, **kwargs: Any) -> InformerFactory:
+        """Informers that list and watch through ``client`` (HTTP or in-process)."""
 
         def make(model: type[T], options: ListOptions) -> ListerWatcher[T]:
-            return HTTPListerWatcher(client.resource(model), options)
+            return ClientListerWatcher(client.resource(model), options)
 
         return cls(make, **kwargs)
 
-    @classmethod
-    def over_store(
-        cls, store: Store, *, bookmark_interval: float = 15.0, **kwargs: Any
-    ) -> InformerFactory:
-        """Informers that list and watch in-process from a Store (inside cara-server)."""
+    over_http = over_client
+    """The same, under the name it had when only the HTTP client existed."""
 
-        def make(model: type[T], options: ListOptions) -> ListerWatcher[T]:
-            return StoreListerWatcher(store, model, options, bookmark_interval)
-
-        return cls(make, **kwargs)
 
     def informer(
         self,
@@ -185,17 +172,18 @@ class ControllerContext:
 
     Attributes:
         name: the controller's name (its entry point name).
-        client: the API client; controllers write through it (the server validates every
-            write and enforces the phase machine). Inside cara-server it points at the
-            server itself.
-        informers: the shared informer factory (in-process: store-backed; else HTTP).
+        client: the API client (:class:`~caravanserai.client.interface.Client`);
+            controllers write through it and the server's registry validates every write
+            and enforces the phase machine. Inside cara-server it is the in-process client
+            on the registry; in a program of its own, the HTTP client.
+        informers: the shared informer factory over the same client.
         clock: the time source; use it for every timer so tests can drive time.
         config: this controller's settings (e.g. timeouts), from the manager's config.
         log: a structlog logger bound with ``controller=name``.
     """
 
     name: str
-    client: CaravanseraiClient
+    client: Client
     informers: InformerFactory
     clock: Clock = field(default_factory=RealClock)
     config: Mapping[str, Any] = field(default_factory=dict)
@@ -211,7 +199,7 @@ class ControllerContext:
     def over_http(
         cls,
         name: str,
-        client: CaravanseraiClient,
+        client: Client,
         *,
         clock: Clock | None = None,
         config: Mapping[str, Any] | None = None,
@@ -222,7 +210,7 @@ class ControllerContext:
         return cls(
             name,
             client,
-            informers or InformerFactory.over_http(client, clock=clock),
+            informers or InformerFactory.over_client(client, clock=clock),
             clock,
             dict(config or {}),
         )

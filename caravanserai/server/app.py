@@ -27,12 +27,15 @@ from aiohttp.typedefs import Handler, Middleware
 
 import caravanserai
 from caravanserai.api.base import API_VERSION
+from caravanserai.api.binding import BindingList, BindingResultList
+from caravanserai.api.lease import Lease, LeaseList
 from caravanserai.api.node import Heartbeat, Node, NodeList
 from caravanserai.api.problems import Unauthorized, Unavailable
 from caravanserai.api.project import Project, ProjectList, ProjectPhase
 from caravanserai.api.resources import NODES, PROJECTS, ResourceKind
 from caravanserai.api.watch import WatchEvent
 from caravanserai.logging import get_logger
+from caravanserai.registry import Registries
 from caravanserai.server.config import ServerConfig
 from caravanserai.server.dryrun import DryRunStore, dry_run_middleware
 from caravanserai.server.httputil import json_response
@@ -45,14 +48,16 @@ from caravanserai.server.relay_exec import exec_routes
 from caravanserai.server.routes_patch import MERGE_PATCH, patch_handler
 from caravanserai.server.routes_resources import (
     MAX_LIMIT,
+    LeaseHandlers,
     ResourceHandlers,
+    create_bindings,
     delete_node,
     delete_project,
     node_heartbeat,
     patch_project_status,
 )
 from caravanserai.server.routing import Param, Reply, RouteSpec, register
-from caravanserai.server.state import CONFIG, METRICS, STORE, WATCHES
+from caravanserai.server.state import CONFIG, METRICS, REGISTRIES, STORE, WATCHES
 from caravanserai.server.ui import add_ui_routes, is_ui_path
 from caravanserai.server.watch_stream import NDJSON, WatchRegistry
 from caravanserai.store.types import Store
@@ -321,6 +326,38 @@ def _resource_routes(
     ]
 
 
+def _lease_routes() -> list[RouteSpec]:
+    h = LeaseHandlers()
+    base = "/api/v1/leases"
+    precondition = "metadata.resourceVersion, when set, is a precondition (409 if stale)."
+    return [
+        RouteSpec(
+            "POST", base, h.create, "createLease", "Create a Lease", "leases", body=Lease,
+            replies=(Reply.json(201, "The stored Lease", Lease),), problems=_WRITE_PROBLEMS,
+        ),
+        RouteSpec(
+            "GET", base, h.list, "listLeases", "List leases", "leases",
+            params=_LIST_PARAMS[:2],
+            replies=(Reply.json(200, "The Leases", LeaseList),), problems=(400, 404, 405),
+        ),
+        RouteSpec(
+            "GET", f"{base}/{{name}}", h.get, "getLease", "Get a Lease", "leases",
+            params=(_NAME,), replies=(Reply.json(200, "The Lease", Lease),),
+            problems=(400, 404, 405),
+        ),
+        RouteSpec(
+            "PUT", f"{base}/{{name}}", h.update, "replaceLease",
+            "Acquire, renew or release a Lease", "leases", params=(_NAME,), body=Lease,
+            replies=(Reply.json(200, "The stored Lease", Lease),), problems=_WRITE_PROBLEMS,
+            description=precondition,
+        ),
+        RouteSpec(
+            "DELETE", f"{base}/{{name}}", h.delete, "deleteLease", "Delete a Lease", "leases",
+            params=(_NAME,), replies=(Reply(204, "Deleted"),), problems=(400, 404, 405, 409),
+        ),
+    ]
+
+
 def route_table() -> list[RouteSpec]:
     """Every route of the server (the router and the OpenAPI document are built from it)."""
     return [
@@ -369,7 +406,25 @@ def route_table() -> list[RouteSpec]:
                 "condition."
             ),
         ),
+        RouteSpec(
+            "POST",
+            "/api/v1/bindings",
+            create_bindings,
+            "createBindings",
+            "Bind Pending projects to nodes (one transaction)",
+            "projects",
+            body=BindingList,
+            replies=(Reply.json(200, "One result per binding, in order", BindingResultList),),
+            problems=(400, 405, 413, 415, 422),
+            description=(
+                "Each binding moves one Pending project to Scheduled on its node with its own "
+                "revision and event; resourceVersion, when set, is its precondition. A "
+                "binding that is stale, not Pending or names a missing project is skipped "
+                "and reported (outcome Conflict/NotFound/Invalid); the others still bind."
+            ),
+        ),
         *_resource_routes(NODES, Node, NodeList),
+        *_lease_routes(),
         RouteSpec(
             "POST",
             "/api/v1/nodes/{name}/heartbeat",
@@ -478,6 +533,9 @@ def create_app(
     # ?dryRun=All: every handler's checks run, the store's write is left out (dryrun.py).
     app[STORE] = cast(Store, DryRunStore(store))
     app[METRICS] = metrics
+    # The registries write through app[STORE]: a dry-run request runs every rule of the
+    # registry and the store leaves out only the write itself.
+    app[REGISTRIES] = Registries(app[STORE], metrics.observe_revision)
     app[WATCHES] = WatchRegistry(cache_bytes=config.watch_cache_bytes // 2)
     routes = route_table()
     register(app, routes)

@@ -36,7 +36,6 @@ value, and an explicitly empty or false value counts.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -48,12 +47,12 @@ from dotenv import dotenv_values
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from caravanserai.api.config import ConfigError, parse_duration
+
 CONFIG_FILE = "config.yaml"
 ENV_FILE = ".env"
 
 
-class ConfigError(Exception):
-    """A configuration problem, told to the user as one line (no traceback)."""
 
 
 def _parse_bool(text: str) -> bool:
@@ -81,25 +80,17 @@ def _parse_port(text: str) -> int:
 
 
 def _parse_seconds(text: str) -> float:
-    message = "must be a positive number of seconds"
     try:
-        value = float(text.strip().removesuffix("s"))
-    except ValueError:
-        raise ValueError(message) from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(message)
-    return value
+        return parse_duration(text, "duration")
+    except ConfigError as exc:
+        raise ValueError(exc.reason) from None
 
 
 def _parse_non_negative_seconds(text: str) -> float:
-    message = "must be a number of seconds (0 or more)"
     try:
-        value = float(text.strip().removesuffix("s"))
-    except ValueError:
-        raise ValueError(message) from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(message)
-    return value
+        return parse_duration(text, "duration", allow_zero=True)
+    except ConfigError as exc:
+        raise ValueError(exc.reason) from None
 
 
 def _parse_positive_int(text: str) -> int:

@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import json
 import os
 import re
 import shlex
@@ -77,6 +78,7 @@ DOCKER_UP_TIMEOUT = 600.0  # may install Docker from apt on a fresh machine
 BUILD_TIMEOUT = 300.0
 AGENT_READY_TIMEOUT = 30.0
 AGENT_STOP_TIMEOUT = 15.0  # its own shutdown takes ~5 s at most
+AGENT_CHECK_TIMEOUT = 30.0  # `cara-agent --check-config`: an interpreter start on a busy machine
 HOW_TO_START_DOCKER = (
     "start Docker (e.g. `sudo systemctl start docker`) or point DOCKER_HOST at a running "
     "engine, then run `cara-server --dev` again"
@@ -366,13 +368,11 @@ class AgentPlan:
     proxy: str
 
 
-def plan_agent(
+async def plan_agent(
     environ: Mapping[str, str], *, server_url: str, node: str, docker_host: str
 ) -> AgentPlan:
-    """The agent child's command line and environment (validated with its own loader)."""
-    from agent.config import ConfigError as AgentConfigError
-    from agent.config import load_config as load_agent_config
-
+    """The agent child's command line and environment, validated by the agent program
+    itself (``--check-config``: this package never imports ``agent``)."""
     env = dict(environ)
     # The agent must talk to this server, this node, this engine: these always win.
     env |= {"SERVER_URL": server_url, "NODE_NAME": node, "DOCKER_HOST": docker_host}
@@ -386,13 +386,25 @@ def plan_agent(
         env.setdefault("CARA_TOKEN", environ["CARA_API_TOKEN"])
     # config.yaml in the working directory holds the server's settings (cara-server reads
     # it); the agent rejects keys it does not know, so it gets none (os.devnull is no file).
-    args = [sys.executable, "-m", "agent.main", "--config", os.devnull]
+    args = [sys.executable, "-m", "agent", "--config", os.devnull]
+    check = await asyncio.create_subprocess_exec(
+        *args, "--check-config", env=env, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
     try:
-        cfg = load_agent_config(environ=env, config_file=Path(os.devnull))
-    except AgentConfigError as exc:
-        raise DevError(f"cara-agent configuration: {exc}") from None
-    return AgentPlan(env, args, f"{cfg.listen_host}:{cfg.listen_port}",
-                     f"{cfg.proxy_host}:{cfg.proxy_port}")
+        async with asyncio.timeout(AGENT_CHECK_TIMEOUT):
+            out, err = await check.communicate()
+    except TimeoutError:
+        check.kill()
+        await check.wait()
+        raise DevError("cara-agent --check-config did not answer in time") from None
+    if check.returncode != 0:
+        line = err.decode(errors="replace").strip().splitlines()
+        reason = line[-1] if line else f"exit status {check.returncode}"
+        reason = reason.removeprefix("cara-agent: configuration error: ")
+        raise DevError(f"cara-agent configuration: {reason}")
+    addresses = json.loads(out)
+    return AgentPlan(env, args, addresses["listen"], addresses["proxy"])
 
 
 async def start_agent(
@@ -664,7 +676,7 @@ async def run_dev(
             return 0
 
         node = options.node_name or environ.get("NODE_NAME") or socket.gethostname()
-        plan = plan_agent(environ, server_url=server_url, node=node, docker_host=docker.host)
+        plan = await plan_agent(environ, server_url=server_url, node=node, docker_host=docker.host)
         since = datetime.now(UTC).replace(microsecond=0)
         agent_log = logs.agent if logs is not None and not logs.verbose else None
         agent = await start_agent(plan, agent_log)

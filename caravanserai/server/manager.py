@@ -6,9 +6,10 @@ same way). Each entry point is a factory ``controller(ctx: ControllerContext)`` 
 something with ``async run()``.
 
 Several cara-server replicas may share one database; every replica runs a manager, and a
-:class:`~caravanserai.informer.LeaderElector` lease on PostgreSQL decides which one runs the
-controllers. On winning the lease the manager builds a fresh :class:`InformerFactory` over
-the store (in-process list/watch from the server's own watch hub, no HTTP) and runs every
+:class:`~caravanserai.informer.LeaderElector` on the ``controller-manager`` Lease object
+decides which one runs the controllers. On winning the lease the manager builds a fresh
+:class:`InformerFactory` over the in-process client (list/watch from the server's own
+store and watch hub, no HTTP) and runs every
 enabled controller; on losing it everything is cancelled and the caches are dropped, so a
 later term starts from a fresh list. A leader that stops cleanly releases the lease (the
 next replica takes over within ``retry_period``); one that dies is replaced once its lease
@@ -21,15 +22,13 @@ second assignment.
 
 How controllers write
 ---------------------
-Through the HTTP API, always: ``ctx.client`` is a :class:`CaravanseraiClient`. In-process
-it talks to a private copy of this server's own application (``create_app`` on the same
-store) served on a local Unix socket (see :class:`InternalAPI`). So there is exactly ONE
-implementation of every rule a write must obey — the phase machine, the resourceVersion
-precondition, what a delete means, status validation — the server's request handlers, and
-a controller makes byte-for-byte the same requests whether it runs in here or as its own
-program (``ControllerContext.over_http``). The Unix socket is not reachable from the
-network, needs no port, and does not depend on the public address (``0.0.0.0``, port 0 in
-tests, a load balancer in front). The cost is one local HTTP round trip per write.
+Through the in-process client (:class:`~caravanserai.server.inprocess.InProcessClient`):
+the same interface as the HTTP ``CaravanseraiClient``, implemented on the server's registry
+(:mod:`caravanserai.registry`), which holds every rule a write must obey — the phase
+machine, the resourceVersion precondition, what a delete means, status validation — once,
+for HTTP requests and controllers alike. No socket, no JSON, no HTTP round trip per write;
+a controller module still runs unchanged as its own program over HTTP
+(``ControllerContext.over_http``).
 
 Configuration (environment; see also ``controllers/settings.py`` for the controllers' own):
 
@@ -49,19 +48,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
-import sys
-import tempfile
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
-from caravanserai.client.http import CaravanseraiClient
+from caravanserai.api.config import parse_duration
+from caravanserai.client.interface import Client
 from caravanserai.informer import (
     ENTRY_POINT_GROUP,
     Clock,
@@ -74,14 +69,13 @@ from caravanserai.informer import (
     run_controllers,
 )
 from caravanserai.logging import get_logger
-from caravanserai.server.config import ConfigError, ServerConfig
-from caravanserai.server.state import CONFIG, STORE
-from caravanserai.store.types import Store
+from caravanserai.server.config import ConfigError
+from caravanserai.server.inprocess import InProcessClient
+from caravanserai.server.state import CONFIG, REGISTRIES
 
 __all__ = [
     "MANAGER",
     "ControllerManager",
-    "InternalAPI",
     "ManagerSettings",
     "controller_manager",
     "discover_controllers",
@@ -94,13 +88,7 @@ CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
 def _seconds(name: str, text: str) -> float:
-    try:
-        value = float(text.strip().removesuffix("s"))
-    except ValueError:
-        raise ConfigError(f"{name}: {text!r} is not a number of seconds") from None
-    if not value > 0:
-        raise ConfigError(f"{name}: must be a positive number of seconds")
-    return value
+    return parse_duration(text, name)
 
 
 @dataclass(frozen=True)
@@ -197,69 +185,12 @@ def discover_controllers(
     return factories
 
 
-class InternalAPI:
-    """This server's API on a local Unix socket, and a client for it (see module doc).
-
-    On Linux the socket lives in the abstract namespace: it has no file, so a server killed
-    with SIGKILL leaves nothing behind. Elsewhere it is a file in a private (0700) temporary
-    directory, removed on stop. Either way it is not reachable over the network.
-    """
-
-    def __init__(self, config: ServerConfig, store: Store) -> None:
-        self._config = config
-        self._store = store
-        self._runner: web.AppRunner | None = None
-        self._dir: str | None = None
-        self._session: aiohttp.ClientSession | None = None
-        self.client: CaravanseraiClient | None = None
-
-    async def start(self) -> CaravanseraiClient:
-        """Serve and connect; returns the client."""
-        # Imported here: app.py may one day import this module to register the manager.
-        from caravanserai.server.app import create_app
-
-        app = create_app(self._config, self._store)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await self._runner.setup()
-        path = self._socket_path()
-        await web.UnixSite(self._runner, path).start()
-        self._session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=path))
-        self.client = CaravanseraiClient(
-            "http://cara-server.internal",
-            session=self._session,
-            token=self._config.api_token,
-            timeout=self._config.request_timeout + 5,
-        )
-        return self.client
-
-    def _socket_path(self) -> str:
-        name = f"cara-api-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        if sys.platform.startswith("linux"):
-            return "\0" + name
-        # mkdtemp creates the directory 0700: only this user can reach the socket.
-        self._dir = tempfile.mkdtemp(prefix="cara-api-")
-        return os.path.join(self._dir, "api.sock")
-
-    async def stop(self) -> None:
-        """Disconnect and stop serving."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
-
-
 class ControllerManager:
     """Runs the given controllers while this process holds the leader lease.
 
     Args:
-        store: the server's store (informers list and watch it in-process).
-        conninfo: PostgreSQL DSN for the lease.
-        client: how controllers write (the internal API client in cara-server).
+        client: how controllers read, watch and write, and how the lease is held (the
+            in-process client in cara-server; any client of the interface works).
         factories: controller name → factory (from :func:`discover_controllers`).
         settings: selection and leader-election timings.
         clock: the controllers' clock (``ctx.clock``); FakeClock in tests.
@@ -270,9 +201,7 @@ class ControllerManager:
 
     def __init__(
         self,
-        store: Store,
-        conninfo: str,
-        client: CaravanseraiClient,
+        client: Client,
         factories: Mapping[str, ControllerFactory],
         settings: ManagerSettings | None = None,
         *,
@@ -280,7 +209,6 @@ class ControllerManager:
         informer_clock: Clock | None = None,
         identity: str | None = None,
     ) -> None:
-        self.store = store
         self.client = client
         self.factories = dict(factories)
         self.settings = settings or ManagerSettings()
@@ -293,7 +221,7 @@ class ControllerManager:
         self.controllers: dict[str, RunnableController] = {}
         """The current term's controllers by name (empty while not leading)."""
         self.elector = LeaderElector(
-            conninfo,
+            client,
             on_started_leading=self._lead,
             name=self.settings.lease_name,
             identity=identity,
@@ -333,7 +261,7 @@ class ControllerManager:
         """Build every controller once, unrun, so that a bad setting stops the server at
         startup (one line) instead of failing each time this replica becomes leader."""
         try:
-            self.build(InformerFactory.over_store(self.store, clock=self.informer_clock))
+            self.build(InformerFactory.over_client(self.client, clock=self.informer_clock))
         except Exception as exc:
             raise ConfigError(f"controller manager: {exc}") from exc
 
@@ -357,7 +285,7 @@ class ControllerManager:
 
     async def _lead(self) -> None:
         self.terms += 1
-        informers = InformerFactory.over_store(self.store, clock=self.informer_clock)
+        informers = InformerFactory.over_client(self.client, clock=self.informer_clock)
         controllers = self.build(informers)
         self._log.info(
             "controller_manager.leading", term=self.terms, controllers=sorted(controllers)
@@ -398,15 +326,10 @@ def controller_manager(
             log.info("controller_manager.disabled", reason="no controller enabled")
             yield
             return
-        config, store = app[CONFIG], app[STORE]
-        conninfo = config.database_url or getattr(store, "dsn", None)
-        if not conninfo:
-            raise ConfigError("the controller manager needs DATABASE_URL for leader election")
-        internal = InternalAPI(config, store)
-        client = await internal.start()
+        client = InProcessClient(
+            app[REGISTRIES], bookmark_interval=app[CONFIG].bookmark_interval
+        )
         manager = ControllerManager(
-            store,
-            conninfo,
             client,
             factories,
             settings,
@@ -420,6 +343,5 @@ def controller_manager(
             yield
         finally:
             await manager.stop()
-            await internal.stop()
 
     return run_manager

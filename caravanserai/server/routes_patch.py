@@ -3,9 +3,9 @@
 ``Content-Type: application/merge-patch+json``. The patch may touch ``metadata.labels``,
 ``metadata.annotations`` and ``spec``; ``metadata.resourceVersion``, when given, is a
 precondition (409 if stale). ``null`` deletes a key. The merged object is validated exactly
-as a PUT body and written by the same store mutation as a PUT (so the deletion and redeploy
-rules hold), atomically against the stored version; status is never touched (use the status
-subresource).
+as a PUT body and written by the registry's update, as a PUT (so the deletion and redeploy
+rules hold), atomically against the version it was applied to; status is never touched (use
+the status subresource).
 """
 
 from __future__ import annotations
@@ -14,18 +14,17 @@ from typing import Any
 
 from aiohttp import web
 
-from caravanserai.api.base import utcnow
-from caravanserai.api.problems import BadRequest, UnsupportedMediaType
+from caravanserai.api.problems import BadRequest, Conflict, UnsupportedMediaType
 from caravanserai.api.validation import parse_resource
 from caravanserai.server.bodies import read_document
 from caravanserai.server.httputil import json_response
-from caravanserai.server.routes_resources import ResourceHandlers, _update_or_404
+from caravanserai.server.routes_resources import ResourceHandlers, _registry, _wire
 from caravanserai.server.state import CONFIG
-from caravanserai.store.types import Obj
 
 __all__ = ["MERGE_PATCH", "merge_patch", "patch_handler"]
 
 MERGE_PATCH = "application/merge-patch+json"
+_RETRIES = 5
 _PATCHABLE_METADATA = frozenset({"name", "labels", "annotations", "resourceVersion"})
 
 
@@ -93,9 +92,9 @@ def patch_handler(handlers: ResourceHandlers) -> Any:
         name = request.match_info["name"]
         data = await read_document(request, max_bytes=request.app[CONFIG].max_body_bytes)
         applied, resource_version = _check_patch(data, kind.kind, name)
-        now = utcnow()
-
-        def mutate(current: Obj) -> Obj | None:
+        registry = _registry(request, kind)
+        for attempt in range(_RETRIES):
+            current = await registry.get_stored(name)
             meta = current.get("metadata") or {}
             document = {
                 "apiVersion": current.get("apiVersion", "caravanserai/v1"),
@@ -107,11 +106,22 @@ def patch_handler(handlers: ResourceHandlers) -> Any:
                 },
                 "spec": current.get("spec") or {},
             }
-            # Validated as a PUT body would be (Invalid → 422, one error per field).
+            # Validated as a PUT body would be (Invalid → 422, one error per field), then
+            # written by the registry's update, so every rule of a PUT holds.
             model = parse_resource(merge_patch(document, applied), kind=kind.kind)
-            return handlers.replace_spec_and_metadata(name, model, now)(current)
-
-        stored = await _update_or_404(request, kind, name, mutate, resource_version)
-        return json_response(stored)
+            # The caller's precondition, else the version this patch was applied to: the
+            # write is atomic against what was read, and retried if someone wrote between.
+            model.metadata.resource_version = resource_version or meta.get("resourceVersion")
+            try:
+                return _wire(await registry.update(model))
+            except Conflict:
+                if resource_version is not None or attempt == _RETRIES - 1:
+                    raise
+                again = await registry.get_stored(name)
+                if (again.get("metadata") or {}).get("resourceVersion") == meta.get(
+                    "resourceVersion"
+                ):
+                    raise  # refused as it is (e.g. being deleted), not raced
+        raise AssertionError("unreachable")
 
     return patch

@@ -1,68 +1,34 @@
-"""``/api/v1/projects`` and ``/api/v1/nodes``: create, get, list (and watch), update, status,
-delete, the project phase PATCH and the node heartbeat.
-
-Every write that depends on the current state is a store ``update`` with a mutator, so the
-rule check and the write are one atomic step (no read-modify-write races, REFERENCE §10.9).
+"""``/api/v1/projects``, ``/api/v1/nodes``, ``/api/v1/leases`` and ``/api/v1/bindings``:
+translation only. Each handler parses the request, calls the kind's registry
+(:mod:`caravanserai.registry`, where every write rule lives) and writes the response or
+the problem document.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
-from pydantic import TypeAdapter
 
-from caravanserai.api.base import ObjectMeta, Timestamp, utcnow
-from caravanserai.api.node import Heartbeat, Node, NodeStatus
-from caravanserai.api.problems import (
-    AlreadyExists,
-    BadRequest,
-    Conflict,
-    FieldError,
-    Invalid,
-    NotFound,
-)
-from caravanserai.api.project import Project, ProjectPhase, ProjectStatus
-from caravanserai.api.resources import NODES, PROJECTS, ResourceKind
+from caravanserai.api.binding import BindingList, BindingResultList
+from caravanserai.api.lease import Lease
+from caravanserai.api.node import Heartbeat, Node
+from caravanserai.api.problems import BadRequest
+from caravanserai.api.project import Project, ProjectPhase
+from caravanserai.api.resources import PROJECTS, ResourceKind
 from caravanserai.api.selectors import Selector
 from caravanserai.api.validation import parse_resource
-from caravanserai.logging import get_logger
-from caravanserai.server import lifecycle
 from caravanserai.server.bodies import read_document, validate_body
 from caravanserai.server.httputil import bool_param, int_param, json_response, ordered
 from caravanserai.server.models import PhasePatch
-from caravanserai.server.state import CONFIG, METRICS, STORE
+from caravanserai.server.state import CONFIG, METRICS, REGISTRIES
 from caravanserai.server.watch_stream import serve_watch, watch_params
-from caravanserai.store.types import Obj
-
-log = get_logger("caravanserai.server.resources")
 
 MAX_LIMIT = 10_000
 _PHASES = frozenset(p.value for p in ProjectPhase)
-# Phases whose project occupies its node: a node with such projects cannot be deleted.
-OCCUPYING_PHASES = frozenset(
-    {ProjectPhase.SCHEDULED, ProjectPhase.RUNNING, ProjectPhase.TERMINATING}
-)
 
 
 # -- small helpers ------------------------------------------------------------------------
-
-
-def _noun(kind: ResourceKind) -> str:
-    return kind.kind.lower()
-
-
-def _revision_of(obj: Obj) -> int:
-    try:
-        return int(obj["metadata"]["resourceVersion"])
-    except (KeyError, TypeError, ValueError):
-        return 0
-
-
-def _observe(request: web.Request, obj: Obj) -> None:
-    request.app[METRICS].observe_revision(_revision_of(obj))
 
 
 def _with_path_name(data: Any, name: str) -> Any:
@@ -76,68 +42,21 @@ def _with_path_name(data: Any, name: str) -> Any:
     return data
 
 
-def _check_name(model: Project | Node, name: str) -> None:
+def _check_name(model: Project | Node | Lease, name: str) -> None:
     if model.metadata.name != name:
         raise BadRequest(
             f'metadata.name "{model.metadata.name}" does not match URL path "{name}"'
         )
 
 
-async def _get_or_404(request: web.Request, kind: ResourceKind, name: str) -> Obj:
-    try:
-        return await request.app[STORE].get(kind.kind, name)
-    except NotFound:
-        raise NotFound(f'{_noun(kind)} "{name}" not found') from None
+def _registry(request: web.Request, kind: ResourceKind) -> Any:
+    """The kind's registry (ProjectRegistry or NodeRegistry: the same typed methods)."""
+    registries = request.app[REGISTRIES]
+    return registries.projects if kind is PROJECTS else registries.nodes
 
 
-async def _update_or_404(
-    request: web.Request,
-    kind: ResourceKind,
-    name: str,
-    mutate: Callable[[Obj], Obj | None],
-    resource_version: str | None = None,
-) -> Obj:
-    try:
-        stored = await request.app[STORE].update(
-            kind.kind, name, mutate, resource_version=resource_version
-        )
-    except NotFound:
-        raise NotFound(f'{_noun(kind)} "{name}" not found') from None
-    _observe(request, stored)
-    return stored
-
-
-_TIMESTAMP: TypeAdapter[Any] = TypeAdapter(Timestamp)
-
-
-def _ts(now: datetime) -> str:
-    """The models' RFC 3339 wire form of a server-written timestamp."""
-    return str(_TIMESTAMP.dump_python(now, mode="json"))
-
-
-def new_object(model: Project | Node, now: datetime) -> Obj:
-    """The stored form of a create: the client's metadata (name, labels, annotations) and
-    spec, with server-managed metadata and a fresh status (client status is ignored)."""
-    # uid, generation, creationTimestamp and resourceVersion are set by the store.
-    meta = ObjectMeta(
-        name=model.metadata.name,
-        labels=dict(model.metadata.labels),
-        annotations=dict(model.metadata.annotations),
-    )
-    status: ProjectStatus | NodeStatus
-    if isinstance(model, Project):
-        status = lifecycle.initial_project_status(now)
-    else:
-        status = lifecycle.initial_node_status(now)
-    return model.model_copy(update={"metadata": meta, "status": status}).to_wire()
-
-
-def _is_deleting(obj: Obj) -> bool:
-    status = obj.get("status") or {}
-    return bool((obj.get("metadata") or {}).get("deletionTimestamp")) or status.get("phase") in (
-        ProjectPhase.TERMINATING,
-        ProjectPhase.TERMINATED,
-    )
+def _wire(model: Project | Node | Lease, status: int = 200, **kw: Any) -> web.Response:
+    return json_response(ordered(model.to_wire()), status, **kw)
 
 
 # -- handlers shared by both kinds ---------------------------------------------------------
@@ -148,28 +67,23 @@ class ResourceHandlers:
 
     def __init__(self, kind: ResourceKind) -> None:
         self.kind = kind
-        self.noun = _noun(kind)
+        self.noun = kind.kind.lower()
+
+    async def _document(self, request: web.Request, name: str | None = None) -> Any:
+        config = request.app[CONFIG]
+        data = await read_document(request, max_bytes=config.max_body_bytes)
+        return data if name is None else _with_path_name(data, name)
 
     # POST /api/v1/{plural}
     async def create(self, request: web.Request) -> web.Response:
-        config = request.app[CONFIG]
-        data = await read_document(request, max_bytes=config.max_body_bytes)
-        model = parse_resource(data, kind=self.kind.kind)
-        obj = new_object(model, utcnow())
-        name = model.metadata.name
-        try:
-            stored = await request.app[STORE].create(obj)
-        except AlreadyExists:
-            raise AlreadyExists(f'{self.noun} "{name}" already exists') from None
-        _observe(request, stored)
-        log.info(f"{self.noun}.created", name=name, revision=_revision_of(stored))
-        return json_response(
-            stored, 201, headers={"Location": f"/api/v1/{self.kind.plural}/{name}"}
-        )
+        model = parse_resource(await self._document(request), kind=self.kind.kind)
+        created = await _registry(request, self.kind).create(model)
+        name = created.metadata.name
+        return _wire(created, 201, headers={"Location": f"/api/v1/{self.kind.plural}/{name}"})
 
     # GET /api/v1/{plural}/{name}
     async def get(self, request: web.Request) -> web.Response:
-        obj = await _get_or_404(request, self.kind, request.match_info["name"])
+        obj = await _registry(request, self.kind).get_stored(request.match_info["name"])
         return json_response(ordered(obj))
 
     # GET /api/v1/{plural}  (also ?watch=true)
@@ -182,8 +96,8 @@ class ResourceHandlers:
         if bool_param(request, "watch"):
             return await serve_watch(request, self.kind, selector, params)
         token = request.query.get("continue") or None
-        result = await request.app[STORE].list(
-            self.kind.kind, selector, limit=limit, continue_token=token
+        result = await _registry(request, self.kind).list_stored(
+            selector, limit=limit, continue_token=token
         )
         request.app[METRICS].observe_revision(result.revision)
         metadata: dict[str, Any] = {"resourceVersion": str(result.revision)}
@@ -215,89 +129,19 @@ class ResourceHandlers:
             request.query.get("labelSelector"), request.query.get("fieldSelector"), any_of
         )
 
-    def replace_spec_and_metadata(
-        self, name: str, model: Project | Node, now: datetime
-    ) -> Callable[[Obj], Obj | None]:
-        """The store mutation of a replace: spec, labels and annotations from ``model``
-        (shared by PUT and the merge PATCH, which validates its result into ``model``)."""
-        spec = model.spec.to_wire()
-        labels = dict(model.metadata.labels)
-        annotations = dict(model.metadata.annotations)
-
-        def mutate(current: Obj) -> Obj | None:
-            meta = current.setdefault("metadata", {})
-            spec_changed = current.get("spec") != spec
-            if spec_changed and self.kind is PROJECTS and _is_deleting(current):
-                # Labels and annotations may still change (e.g. a re-applied manifest).
-                phase = (current.get("status") or {}).get("phase")
-                raise Conflict(
-                    f'project "{name}" is being deleted (phase {phase}): '
-                    "its spec can no longer change"
-                )
-            if (
-                not spec_changed
-                and (meta.get("labels") or {}) == labels
-                and (meta.get("annotations") or {}) == annotations
-            ):
-                return None  # nothing to write: no new revision, no event
-            current["spec"] = spec
-            meta["labels"] = labels
-            meta["annotations"] = annotations
-            # The store bumps metadata.generation when the spec changed.
-            if spec_changed and self.kind is PROJECTS:
-                status = ProjectStatus.model_validate(current.get("status") or {})
-                if lifecycle.redeploy_after_spec_change(status, name, now):
-                    current["status"] = status.to_wire()
-            return current
-
-        return mutate
-
     # PUT /api/v1/{plural}/{name}
     async def update(self, request: web.Request) -> web.Response:
-        config = request.app[CONFIG]
         name = request.match_info["name"]
-        data = _with_path_name(
-            await read_document(request, max_bytes=config.max_body_bytes), name
-        )
-        model = parse_resource(data, kind=self.kind.kind)
+        model = parse_resource(await self._document(request, name), kind=self.kind.kind)
         _check_name(model, name)
-        mutate = self.replace_spec_and_metadata(name, model, utcnow())
-
-        stored = await _update_or_404(
-            request, self.kind, name, mutate, model.metadata.resource_version
-        )
-        return json_response(stored)
+        return _wire(await _registry(request, self.kind).update(model))
 
     # PUT /api/v1/{plural}/{name}/status
     async def update_status(self, request: web.Request) -> web.Response:
-        config = request.app[CONFIG]
         name = request.match_info["name"]
-        data = _with_path_name(
-            await read_document(request, max_bytes=config.max_body_bytes), name
-        )
-        model = parse_resource(data, kind=self.kind.kind)
+        model = parse_resource(await self._document(request, name), kind=self.kind.kind)
         _check_name(model, name)
-        now = utcnow()
-
-        def mutate(current: Obj) -> Obj | None:
-            old_wire = current.get("status") or {}
-            new_status: ProjectStatus | NodeStatus
-            if isinstance(model, Project):
-                old = ProjectStatus.model_validate(old_wire)
-                new_status = lifecycle.replace_status(old, model.status, name, now)
-            else:
-                new_status = model.status.model_copy(deep=True)
-                lifecycle.sync_ready_condition(new_status, now)
-            new_wire = new_status.to_wire()
-            if new_wire == old_wire:
-                return None
-            current["status"] = new_wire
-            return current
-
-        stored = await _update_or_404(
-            request, self.kind, name, mutate, model.metadata.resource_version
-        )
-        return json_response(stored)
+        return _wire(await _registry(request, self.kind).update_status(model))
 
 
 def _multi(request: web.Request, name: str) -> list[str]:
@@ -311,165 +155,109 @@ def _multi(request: web.Request, name: str) -> list[str]:
 # -- project-only routes -------------------------------------------------------------------
 
 
-class _Retry(Conflict):
-    """The project changed between our read and our write in a way that changes the plan."""
-
-
 async def patch_project_status(request: web.Request) -> web.Response:
     """``PATCH /api/v1/projects/{name}/status`` ``{phase, reason?, message?, nodeRef?}``."""
     config = request.app[CONFIG]
-    name = request.match_info["name"]
     data = await read_document(request, max_bytes=config.max_body_bytes)
     patch = validate_body(PhasePatch, data, what="status patch")
-    if patch.node_ref is not None and patch.phase is not ProjectPhase.SCHEDULED:
-        raise Invalid(
-            "status patch is invalid",
-            [FieldError(field="nodeRef", message="may only be set with phase Scheduled")],
-        )
-    now = utcnow()
-
-    def mutate(current: Obj) -> Obj | None:
-        status = ProjectStatus.model_validate(current.get("status") or {})
-        changed = lifecycle.set_phase(
-            status,
-            name,
-            patch.phase,
-            reason=patch.reason,
-            message=patch.message,
-            now=now,
-            node_ref=patch.node_ref,
-        )
-        if not changed:
-            return None
-        current["status"] = status.to_wire()
-        return current
-
-    await _update_or_404(request, PROJECTS, name, mutate, patch.resource_version)
+    await request.app[REGISTRIES].projects.patch_phase(
+        request.match_info["name"],
+        patch.phase,
+        patch.reason,
+        patch.message,
+        node_ref=patch.node_ref,
+        resource_version=patch.resource_version,
+    )
     return web.Response(status=204)
 
 
 async def delete_project(request: web.Request) -> web.Response:
-    """``DELETE /api/v1/projects/{name}[?force=true]``.
-
-    * ``force``: removed at once in any phase (204); its containers may be orphaned.
-    * no node (or already Terminated): removed at once (204).
-    * on a node: ``deletionTimestamp`` + phase Terminating (202, body = the object); the
-      agent removes the containers, reports Terminated, the termination controller deletes.
-    Both decisions are re-checked atomically by the store (precondition / mutator), and
-    redone if the project moved in between (e.g. the scheduler placed it meanwhile).
-    """
-    store = request.app[STORE]
-    name = request.match_info["name"]
-    force = bool_param(request, "force")
-    if force:
-        try:
-            old = await store.delete(PROJECTS.kind, name)
-        except NotFound:
-            raise NotFound(f'project "{name}" not found') from None
-        status = old.get("status") or {}
-        if status.get("nodeRef") and status.get("phase") != ProjectPhase.TERMINATED:
-            log.warning(
-                "project.force_deleted",
-                name=name,
-                node=status.get("nodeRef"),
-                note="its containers on the node may be left behind",
-            )
-        _observe(request, old)
+    """``DELETE /api/v1/projects/{name}[?force=true]``: 204 when gone, 202 with the object
+    when it is now Terminating (see ``ProjectRegistry.delete``)."""
+    outcome = await request.app[REGISTRIES].projects.delete(
+        request.match_info["name"], force=bool_param(request, "force")
+    )
+    if outcome.project is None:
         return web.Response(status=204)
+    return _wire(outcome.project, 202)
 
-    now = utcnow()
 
-    def on_node(obj: Obj) -> bool:
-        status = obj.get("status") or {}
-        return bool(status.get("nodeRef")) and status.get("phase") != ProjectPhase.TERMINATED
-
-    def require_no_node(current: Obj) -> None:
-        if on_node(current):
-            raise _Retry("project was placed on a node meanwhile")
-
-    def terminate(current: Obj) -> Obj | None:
-        if not on_node(current):
-            raise _Retry("project left its node meanwhile")
-        meta = current.setdefault("metadata", {})
-        changed = False
-        if not meta.get("deletionTimestamp"):
-            meta["deletionTimestamp"] = _ts(now)
-            changed = True
-        status = ProjectStatus.model_validate(current.get("status") or {})
-        if lifecycle.begin_termination(status, name, now):
-            current["status"] = status.to_wire()
-            changed = True
-        return current if changed else None
-
-    for _ in range(5):
-        current = await _get_or_404(request, PROJECTS, name)
-        try:
-            if not on_node(current):
-                old = await store.delete(PROJECTS.kind, name, precondition=require_no_node)
-                _observe(request, old)
-                log.info("project.deleted", name=name)
-                return web.Response(status=204)
-            stored = await _update_or_404(request, PROJECTS, name, terminate)
-        except _Retry:
-            continue
-        except NotFound:
-            raise NotFound(f'project "{name}" not found') from None
-        log.info("project.terminating", name=name, node=stored["status"].get("nodeRef"))
-        return json_response(stored, 202)
-    raise Conflict(f'project "{name}" keeps changing; retry the delete')
+async def create_bindings(request: web.Request) -> web.Response:
+    """``POST /api/v1/bindings``: bind many Pending projects in one transaction; 200 with
+    one result per binding (a stale one is reported, not fatal)."""
+    config = request.app[CONFIG]
+    data = await read_document(request, max_bytes=config.max_body_bytes)
+    body = validate_body(BindingList, data, what="binding list")
+    results = await request.app[REGISTRIES].projects.bind(body.items)
+    return json_response(BindingResultList(items=results).to_wire())
 
 
 # -- node-only routes ----------------------------------------------------------------------
 
 
 async def delete_node(request: web.Request) -> web.Response:
-    """``DELETE /api/v1/nodes/{name}[?force=true]``: 409 while projects occupy the node.
-
-    The occupancy check and the delete are two steps (they concern different objects); a
-    project scheduled onto the node in between is moved off by the rescheduler, which
-    treats a missing node like a NotReady one.
-    """
-    store = request.app[STORE]
-    name = request.match_info["name"]
-    force = bool_param(request, "force")
-    await _get_or_404(request, NODES, name)
-    if not force:
-        assigned = await store.list(
-            PROJECTS.kind, Selector.parse(any_of={"status.nodeRef": {name}})
-        )
-        busy = sorted(
-            p["metadata"]["name"]
-            for p in assigned.items
-            if (p.get("status") or {}).get("phase") in OCCUPYING_PHASES
-        )
-        if busy:
-            shown = ", ".join(busy[:10]) + (", ..." if len(busy) > 10 else "")
-            raise Conflict(
-                f'cannot delete node "{name}": {len(busy)} project(s) still assigned '
-                f"({shown}); delete them first or use ?force=true"
-            )
-    try:
-        old = await store.delete(NODES.kind, name)
-    except NotFound:
-        raise NotFound(f'node "{name}" not found') from None
-    _observe(request, old)
-    log.info("node.deleted", name=name, force=force)
+    """``DELETE /api/v1/nodes/{name}[?force=true]``: 409 while projects occupy the node."""
+    await request.app[REGISTRIES].nodes.delete(
+        request.match_info["name"], force=bool_param(request, "force")
+    )
     return web.Response(status=204)
 
 
 async def node_heartbeat(request: web.Request) -> web.Response:
     """``POST /api/v1/nodes/{name}/heartbeat``: 204; 404 tells the agent to re-register."""
     config = request.app[CONFIG]
-    name = request.match_info["name"]
     data = await read_document(request, max_bytes=config.max_body_bytes, allow_empty=True)
     hb = validate_body(Heartbeat, data, what="heartbeat")
-    now = utcnow()
-
-    def mutate(current: Obj) -> Obj:
-        status = NodeStatus.model_validate(current.get("status") or {})
-        lifecycle.apply_heartbeat(status, hb, now)
-        current["status"] = status.to_wire()
-        return current
-
-    await _update_or_404(request, NODES, name, mutate)
+    await request.app[REGISTRIES].nodes.heartbeat(request.match_info["name"], hb)
     return web.Response(status=204)
+
+
+# -- leases --------------------------------------------------------------------------------
+
+
+class LeaseHandlers:
+    """``/api/v1/leases``: create, get, list, update (resourceVersion precondition), delete."""
+
+    async def _lease(self, request: web.Request, name: str | None = None) -> Lease:
+        config = request.app[CONFIG]
+        data = await read_document(request, max_bytes=config.max_body_bytes)
+        if name is not None:
+            data = _with_path_name(data, name)
+        lease = validate_body(Lease, data, what="lease")
+        if name is not None:
+            _check_name(lease, name)
+        return lease
+
+    async def create(self, request: web.Request) -> web.Response:
+        created = await request.app[REGISTRIES].leases.create(await self._lease(request))
+        name = created.metadata.name
+        return _wire(created, 201, headers={"Location": f"/api/v1/leases/{name}"})
+
+    async def get(self, request: web.Request) -> web.Response:
+        obj = await request.app[REGISTRIES].leases.get_stored(request.match_info["name"])
+        return json_response(ordered(obj))
+
+    async def list(self, request: web.Request) -> web.Response:
+        selector = Selector.parse(
+            request.query.get("labelSelector"), request.query.get("fieldSelector")
+        )
+        result = await request.app[REGISTRIES].leases.list_stored(selector)
+        return json_response(
+            {
+                "apiVersion": "caravanserai/v1",
+                "kind": "LeaseList",
+                "metadata": {"resourceVersion": str(result.revision)},
+                "items": [ordered(item) for item in result.items],
+            }
+        )
+
+    async def update(self, request: web.Request) -> web.Response:
+        lease = await self._lease(request, request.match_info["name"])
+        return _wire(await request.app[REGISTRIES].leases.update(lease))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        await request.app[REGISTRIES].leases.delete(
+            request.match_info["name"],
+            resource_version=request.query.get("resourceVersion") or None,
+        )
+        return web.Response(status=204)

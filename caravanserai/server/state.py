@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from caravanserai.registry import Registries
 from caravanserai.server.config import ServerConfig
 from caravanserai.server.metrics import Metrics
 from caravanserai.store.types import Store
@@ -16,4 +17,5 @@ if TYPE_CHECKING:
 CONFIG = web.AppKey("config", ServerConfig)
 STORE = web.AppKey("store", Store)
 METRICS = web.AppKey("metrics", Metrics)
+REGISTRIES = web.AppKey("registries", Registries)
 WATCHES: web.AppKey[WatchRegistry] = web.AppKey("watches")

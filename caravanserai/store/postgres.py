@@ -63,6 +63,7 @@ from caravanserai.api.base import Timestamp, utcnow
 from caravanserai.api.problems import (
     AlreadyExists,
     BadRequest,
+    CaravanseraiError,
     Conflict,
     Expired,
     NotFound,
@@ -185,6 +186,10 @@ WITH cur AS (
 SELECT rev, pg_notify('{CHANNEL}', rev::text) FROM d
 """.encode()
 
+_LOCK_ROWS = (
+    b"SELECT name, object FROM cara_objects WHERE kind = %s AND name = ANY(%s)"
+    b" ORDER BY name FOR UPDATE"
+)
 _LOCK_ROW = b"SELECT object FROM cara_objects WHERE kind = %s AND name = %s FOR UPDATE"
 _GET = b"SELECT object FROM cara_objects WHERE kind = %s AND name = %s"
 
@@ -764,6 +769,70 @@ class PostgresStore:
         if new == current:
             return None
         return new, {"kind": kind, "name": name, "object": Jsonb(new), **_promoted(new)}
+
+    async def update_many(
+        self, kind: str, updates: builtins.list[tuple[str, Mutator, str | None]]
+    ) -> builtins.list[Obj | CaravanseraiError]:
+        """Several read-modify-writes of one kind in ONE transaction (batch binding).
+
+        Each ``(name, mutate, resource_version)`` is its own write with its own revision and
+        event, exactly as :meth:`update` would make it; the results come back in order: the
+        new object, the unchanged current one (mutator returned None), or the error that
+        refused it (NotFound, Conflict for a stale resourceVersion, or what the mutator
+        raised). A refused one is skipped; the others commit together.
+
+        Rows are locked in name order before the counter is taken (the store's lock order:
+        object rows, then counter), so batches and single writers cannot deadlock. The
+        writes and the COMMIT go in one pipeline, keeping Python out of the time the
+        counter is held.
+        """
+        results: builtins.list[Obj | CaravanseraiError] = []
+        if not updates:
+            return results
+        names = sorted({name for name, _, _ in updates})
+        async with self._connection() as conn, asyncio.timeout(self._query_timeout):
+            try:
+                async with conn.pipeline():
+                    await conn.execute(b"BEGIN")
+                    cur = await conn.execute(_LOCK_ROWS, (kind, names))
+                    rows = await cur.fetchall()
+                current: dict[str, Obj] = {name: obj for name, obj in rows}
+                writes: builtins.list[tuple[int, str, Obj, dict[str, Any]]] = []
+                for name, mutate, resource_version in updates:
+                    obj = current.get(name)
+                    if obj is None:
+                        results.append(NotFound(f"{kind} {name!r} not found"))
+                        continue
+                    try:
+                        result = self._apply(kind, name, obj, mutate, resource_version)
+                    except CaravanseraiError as exc:
+                        results.append(exc)
+                        continue
+                    if result is None:
+                        results.append(obj)
+                        continue
+                    new, params = result
+                    # A later update of the same name in this batch builds on this one.
+                    current[name] = new
+                    writes.append((len(results), name, new, params))
+                    results.append(new)
+                if not writes:
+                    await _rollback(conn)
+                    return results
+                async with conn.pipeline():
+                    cursors = [await conn.execute(_UPDATE, params) for *_, params in writes]
+                    await conn.execute(b"COMMIT")
+                revisions = [await c.fetchone() for c in cursors]
+            except BaseException:
+                await _rollback(conn)
+                raise
+        for (index, name, new, _), row in zip(writes, revisions, strict=True):
+            if row is None:  # cannot happen while we hold the row locks
+                raise RuntimeError("write affected no row")
+            _meta(new)["resourceVersion"] = str(row[0])
+            self._remember(kind, name, new)
+            results[index] = new
+        return results
 
     async def delete(
         self,

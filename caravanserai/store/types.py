@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from caravanserai.api.problems import CaravanseraiError
 from caravanserai.api.selectors import Selector
 from caravanserai.api.watch import EventType
 
@@ -83,6 +85,9 @@ class Store(Protocol):
     async def update(
         self, kind: str, name: str, mutate: Mutator, *, resource_version: str | None = None
     ) -> Obj: ...
+    async def update_many(
+        self, kind: str, updates: builtins.list[tuple[str, Mutator, str | None]]
+    ) -> builtins.list[Obj | CaravanseraiError]: ...
     async def delete(
         self,
         kind: str,

@@ -14,13 +14,14 @@ import click
 
 from caravanserai.api import Conflict, NodeState, NotFound, ProjectPhase
 from caravanserai.api.node import Node
+from caravanserai.api.phases import DEPLOYED_PHASES
 from caravanserai.client.http import CaravanseraiClient
 from cli.context import get_state, global_options
 from cli.errors import PartialFailure, echo_error, not_found
 from cli.kinds import complete_names
 
 # Phases whose containers live on the node; Terminating ones are torn down where they are.
-_MOVABLE = (ProjectPhase.SCHEDULED, ProjectPhase.RUNNING, ProjectPhase.FAILED)
+_MOVABLE = DEPLOYED_PHASES
 _RETRIES = 5
 
 

@@ -11,8 +11,8 @@ With ``--requests`` every project requests 0.1 CPU and 100Mi and every node offe
 and 16Gi, so each decision takes the resource-aware path (fit, then spread).
 
 1. A scratch database is seeded with ``--nodes`` Ready nodes and ``--projects`` Pending
-   projects, written with the server's own functions (``new_object``, ``apply_heartbeat``)
-   straight into the store, so they are exactly what the API would have stored.
+   projects, written through the server's registry (the API's write path without HTTP),
+   so they are exactly what the API would have stored.
 2. The real ``cara-server`` program starts on it (a subprocess, JSON logs to a file) with
    only the scheduler enabled (``CARA_CONTROLLERS=scheduler``).
 3. This process watches projects over HTTP from the seeded revision until every project is
@@ -54,12 +54,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import CARA_SERVER, free_port, postgres, scratch_database, terminate
 
 from caravanserai.api.base import utcnow
-from caravanserai.api.node import Heartbeat, Node, NodeState, NodeStatus
+from caravanserai.api.node import Heartbeat, Node, NodeState
 from caravanserai.api.project import Project, ProjectPhase
 from caravanserai.api.watch import EventType
 from caravanserai.client.http import CaravanseraiClient
-from caravanserai.server import lifecycle
-from caravanserai.server.routes_resources import new_object
+from caravanserai.registry import Registries, lifecycle
 from caravanserai.store.postgres import PostgresStore
 
 REQUESTS = {"requests": {"cpus": 0.1, "memory": "100Mi"}}
@@ -83,26 +82,21 @@ async def seed(
 ) -> int:
     """Write the Ready nodes and Pending projects; returns the revision after seeding."""
     store = await PostgresStore.open(dsn, pool_min=4, pool_max=concurrency)
+    registries = Registries(store)
     sem = asyncio.Semaphore(concurrency)
     ready = Heartbeat(state=NodeState.READY, capacity=ALLOCATABLE if requests else None,
                       allocatable=ALLOCATABLE if requests else None)
-
-    def beat(obj: dict[str, Any]) -> dict[str, Any]:
-        status = NodeStatus.model_validate(obj.get("status") or {})
-        lifecycle.apply_heartbeat(status, ready, utcnow())
-        obj["status"] = status.to_wire()
-        return obj
 
     async def node(i: int) -> None:
         name = f"node-{i:04d}"
         async with sem:
             model = Node.model_validate({"metadata": {"name": name}, "spec": {"hostname": name}})
-            await store.create(new_object(model, utcnow()))
-            await store.update("Node", name, beat)
+            await registries.nodes.create(model)
+            await registries.nodes.heartbeat(name, ready)
 
     async def project(i: int) -> None:
         async with sem:
-            await store.create(new_object(a_project(f"proj-{i:05d}", requests), utcnow()))
+            await registries.projects.create(a_project(f"proj-{i:05d}", requests))
 
     try:
         await asyncio.gather(*(node(i) for i in range(nodes)))
@@ -115,13 +109,11 @@ async def seed(
 async def store_floor(dsn: str, writes: int, concurrency: int = 16) -> float:
     """Seconds for ``writes`` status writes straight into the store (no HTTP, no scheduler)."""
     store = await PostgresStore.open(dsn, pool_min=4, pool_max=concurrency)
+    registries = Registries(store)
     sem = asyncio.Semaphore(concurrency)
     try:
         await asyncio.gather(
-            *(
-                store.create(new_object(a_project(f"floor-{i:05d}"), utcnow()))
-                for i in range(writes)
-            )
+            *(registries.projects.create(a_project(f"floor-{i:05d}")) for i in range(writes))
         )
 
         async def write(i: int) -> None:

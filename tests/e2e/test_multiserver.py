@@ -3,7 +3,7 @@
 Short leader election (lease 3 s, renew deadline 2 s, retry 0.5 s) and a 3 s heartbeat
 timeout. The replica that leads is the one whose ``/metrics`` reports
 ``caravanserai_leader_is_leader{lease="controller-manager"} 1``, cross-checked with the
-lease table (``cara_leases``: the holder identity carries the process id) and the
+controller-manager Lease (its holder identity carries the process id) and the
 replica's ``controller_manager.leading`` log line.
 
 Proves: writes through either replica reach watches opened on both, identically and in

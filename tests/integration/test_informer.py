@@ -1,6 +1,6 @@
 """Informers against a real server and PostgreSQL: equal to a fresh list through churn,
 server restarts (resume without relist) and compaction (410 → relist and the difference);
-the in-process StoreListerWatcher gives the same results."""
+the in-process client (on the registry) gives the same results."""
 
 from __future__ import annotations
 
@@ -24,10 +24,16 @@ from caravanserai.informer import (
     HTTPListerWatcher,
     InformerFactory,
     SharedInformer,
-    StoreListerWatcher,
     index_by_phase,
 )
+from caravanserai.registry import Registries
+from caravanserai.server.inprocess import InProcessClient
 from caravanserai.store.postgres import PostgresStore
+
+
+def in_process(store: PostgresStore) -> InProcessClient:
+    """The client the controller manager gives in-process controllers."""
+    return InProcessClient(Registries(store), bookmark_interval=0.5)
 
 
 class Mirror:
@@ -125,7 +131,7 @@ async def test_informers_equal_fresh_list_through_churn(
         backoff=fast_backoff(),
     )
     store_inf = SharedInformer(
-        StoreListerWatcher(store, Project, bookmark_interval=0.5), backoff=fast_backoff()
+        HTTPListerWatcher(in_process(store).projects), backoff=fast_backoff()
     )
     mirrors = [Mirror(http_inf), Mirror(store_inf)]
     async with asyncio.TaskGroup() as tg:
@@ -208,7 +214,7 @@ async def test_selector_informer_sees_objects_enter_and_leave(
     client: CaravanseraiClient, store: PostgresStore
 ) -> None:
     factory = InformerFactory.over_http(client)
-    in_proc = InformerFactory.over_store(store, bookmark_interval=0.5)
+    in_proc = InformerFactory.over_client(in_process(store))
     opts = ListOptions.of(label_selector="team=red")
     informers = [factory.projects(opts), in_proc.projects(opts)]
     assert factory.projects(opts) is informers[0], "shared per selection"

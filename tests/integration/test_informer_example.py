@@ -23,6 +23,8 @@ from test_client_support import (
 from caravanserai.api import ProjectPhase
 from caravanserai.client import CaravanseraiClient
 from caravanserai.informer import ControllerContext, InformerFactory, run_controllers
+from caravanserai.registry import Registries
+from caravanserai.server.inprocess import InProcessClient
 from caravanserai.store.postgres import PostgresStore
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "controller" / "phase_labeler.py"
@@ -89,7 +91,10 @@ async def test_example_runs_in_process_as_a_plugin(
     example = load_example()
     async with CaravanseraiClient(server.url) as client:
         ctx = ControllerContext(
-            "phase-labeler", client, InformerFactory.over_store(store), config={"workers": 3}
+            "phase-labeler",
+            client,
+            InformerFactory.over_client(InProcessClient(Registries(store))),
+            config={"workers": 3},
         )
         ctrl = example.controller(ctx)
         runner = asyncio.create_task(run_controllers(ctx.informers, [ctrl]))

@@ -9,7 +9,6 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
-import psycopg
 import pytest
 from lease_support import read_lease
 from test_controllers_harness import (  # type: ignore[import-not-found]
@@ -23,7 +22,10 @@ from test_controllers_harness import (  # type: ignore[import-not-found]
     wait_phase,
 )
 
+from caravanserai.api.base import utcnow
+from caravanserai.api.problems import Conflict
 from caravanserai.api.project import ProjectPhase
+from caravanserai.client.http import CaravanseraiClient
 from caravanserai.server.manager import MANAGER
 from caravanserai.store.postgres import PostgresStore
 
@@ -96,6 +98,21 @@ async def test_the_other_manager_takes_over_and_controllers_keep_working(
         assert new.manager.terms == 1
 
 
+async def set_holder(c: CaravanseraiClient, holder: str | None) -> None:
+    """Write the controller-manager Lease's holder (retrying a 409 from a renewal)."""
+
+    async def write() -> bool:
+        lease = await c.leases.get("controller-manager")
+        spec = lease.spec.model_copy(update={"holder_identity": holder, "renew_time": utcnow()})
+        try:
+            await c.leases.update(lease.model_copy(update={"spec": spec}))
+        except Conflict:
+            return False
+        return True
+
+    await eventually(write, within=10, what=f"lease holder {holder}")
+
+
 async def test_a_leader_that_loses_its_lease_stops_its_controllers(
     store_factory: Factory, database_url: str
 ) -> None:
@@ -105,19 +122,17 @@ async def test_a_leader_that_loses_its_lease_stops_its_controllers(
         await the_leader(server)
         c = server.client
         await ready_node(c, "n1")
-        # Another candidate grabs the lease (as if ours had expired while we were frozen).
-        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-            await conn.execute(
-                "UPDATE cara_leases SET holder = 'thief', renewed_at = now() + interval '1 hour'"
-            )
+        # Another candidate grabs the lease (as if ours had expired while we were frozen),
+        # through the API like any candidate.
+        await set_holder(c, "thief")
 
-            async def stepped_down() -> bool:
-                return not manager.is_leader and not manager.controllers
+        async def stepped_down() -> bool:
+            return not manager.is_leader and not manager.controllers
 
-            await eventually(stepped_down, within=LEASE["renew_deadline"] + 3, what="step-down")
-            await c.projects.create(a_project("orphan"))
-            assert (await c.projects.get("orphan")).status.phase is ProjectPhase.PENDING
-            await conn.execute("UPDATE cara_leases SET holder = NULL, renewed_at = now()")
+        await eventually(stepped_down, within=LEASE["renew_deadline"] + 3, what="step-down")
+        await c.projects.create(a_project("orphan"))
+        assert (await c.projects.get("orphan")).status.phase is ProjectPhase.PENDING
+        await set_holder(c, None)
 
         await the_leader(server)
         await wait_phase(c, "orphan", ProjectPhase.SCHEDULED)

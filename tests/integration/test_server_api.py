@@ -552,11 +552,16 @@ async def test_node_delete_refused_while_projects_assigned(api: Api) -> None:
     status, _, _ = await api.call("DELETE", "/api/v1/nodes/n1", params={"force": "true"})
     assert status == 204
 
-    # Failed and Pending projects do not hold a node.
+    # A Failed project still holds its node (its containers may exist; the scheduler
+    # counts it as load: caravanserai.api.phases.OCCUPYING_PHASES); a Pending one does not.
     await api.create_node("n2")
     await api.create_project("c")
     await put_on_node(api, "c", "n2", "Running")
     assert await api.patch_phase("c", "Failed") == 204
+    _, problem, resp = await api.call("DELETE", "/api/v1/nodes/n2")
+    assert_problem(resp, problem, 409)
+    assert "(c)" in problem["detail"]
+    assert await api.patch_phase("c", "Pending") == 204
     status, _, _ = await api.call("DELETE", "/api/v1/nodes/n2")
     assert status == 204
 

@@ -175,22 +175,22 @@ async def test_schedules_onto_least_loaded_with_precondition() -> None:
     )
     assert await s.reconcile("new") is None
     [call] = client.calls
-    assert call.method == "projects.patch_status"
-    assert call.args[:2] == ("new", ProjectPhase.SCHEDULED)
+    assert call.method == "projects.bind"
+    assert call.args == ("new",)
     assert call.kwargs == {"node_ref": "b", "resource_version": "7"}
     assert tracker.assumed("new") == ("b", 7)
 
 
 async def test_conflict_unassumes_and_requeues() -> None:
     s, client, tracker = _scheduler([project("p", rv=4)], [node("a")])
-    client.errors["projects.patch_status"] = Conflict("modified")
+    client.errors["projects.bind"] = Conflict("modified")
     assert await s.reconcile("p") == Result(requeue=True)
     assert tracker.assumed("p") is None and tracker.load("a") == 0
 
 
 async def test_not_found_unassumes() -> None:
     s, client, tracker = _scheduler([project("p", rv=4)], [node("a")])
-    client.errors["projects.patch_status"] = NotFound("gone")
+    client.errors["projects.bind"] = NotFound("gone")
     assert await s.reconcile("p") is None
     assert tracker.load("a") == 0
 
@@ -223,7 +223,17 @@ async def test_already_written_version_is_not_scheduled_twice() -> None:
     await s.reconcile("p")
     # The informer has not delivered our write yet; a node event requeues "p" meanwhile.
     await s.reconcile("p")
-    assert client.methods() == ["projects.patch_status"]
+    assert client.methods() == ["projects.bind"]
+
+
+async def test_concurrent_decisions_go_out_as_one_batch() -> None:
+    names = [f"p{i}" for i in range(20)]
+    s, client, tracker = _scheduler([project(n, rv=i + 1) for i, n in enumerate(names)],
+                                    [node("a"), node("b")])
+    results = await asyncio.gather(*(s.reconcile(n) for n in names))
+    assert results == [None] * 20
+    assert s.binder.batches == 1 and len(client.calls) == 20
+    assert tracker.load("a") == tracker.load("b") == 10
 
 
 async def test_node_tracker_lagging_the_cache_is_double_checked() -> None:

@@ -55,7 +55,7 @@ def test_format_duration() -> None:
 
 def test_defaults_are_the_originals() -> None:
     assert load_settings("rescheduler", {}, {}) == ControllerSettings(90.0, 180.0, 600.0, 4)
-    assert load_settings("scheduler", {}, {}).workers == 16
+    assert load_settings("scheduler", {}, {}).workers == 128
 
 
 def test_config_beats_environment_beats_default() -> None:

@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from caravanserai.api.base import Condition, ConditionStatus, ObjectMeta
+from caravanserai.api.binding import BindingOutcome, BindingResult
 from caravanserai.api.node import CONDITION_READY, Node, NodeSpec, NodeState, NodeStatus
-from caravanserai.api.problems import CaravanseraiError
+from caravanserai.api.problems import CaravanseraiError, Conflict, Invalid, NotFound
 from caravanserai.api.project import Project, ProjectPhase, ProjectSpec, ProjectStatus, ServiceDef
 from caravanserai.client.http import ObjectList
 from caravanserai.client.watch import WatchEvent
@@ -151,6 +152,25 @@ class _FakeResource:
     async def update_status(self, obj: Any) -> Any:
         await self._record("update_status", obj)
         return obj
+
+    async def bind(self, bindings: Any) -> list[BindingResult]:
+        """One recorded ``bind`` call per binding; ``errors["projects.bind"]`` (Conflict,
+        NotFound, Invalid) becomes the outcome of the next one."""
+        results = []
+        for b in bindings:
+            outcome = BindingOutcome.BOUND
+            try:
+                await self._record(
+                    "bind", b.name, node_ref=b.node, resource_version=b.resource_version
+                )
+            except NotFound:
+                outcome = BindingOutcome.NOT_FOUND
+            except Conflict:
+                outcome = BindingOutcome.CONFLICT
+            except Invalid:
+                outcome = BindingOutcome.INVALID
+            results.append(BindingResult(name=b.name, node=b.node, outcome=outcome))
+        return results
 
     async def delete(self, name: str, *, force: bool = False) -> Any:
         return await self._record("delete", name, force=force)

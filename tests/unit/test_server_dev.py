@@ -91,8 +91,8 @@ def test_data_dir_as_root_avoids_unreachable_homes(
         reachable.rmdir()
 
 
-def test_agent_plan_forces_server_node_and_engine_and_defaults_to_loopback() -> None:
-    plan = plan_agent(
+async def test_agent_plan_forces_server_node_and_engine_and_defaults_to_loopback() -> None:
+    plan = await plan_agent(
         {"SERVER_URL": "http://elsewhere:1", "NODE_NAME": "other", "PATH": "/bin"},
         server_url="http://127.0.0.1:8080", node="node-01",
         docker_host="unix:///var/run/cara-docker/cara.sock",
@@ -103,11 +103,11 @@ def test_agent_plan_forces_server_node_and_engine_and_defaults_to_loopback() -> 
     assert plan.env["AGENT_LISTEN_HOST"] == "127.0.0.1"
     assert plan.proxy == "127.0.0.1:8081"
     assert plan.listen == "127.0.0.1:9090"
-    assert plan.args[1:4] == ["-m", "agent.main", "--config"]
+    assert plan.args[1:4] == ["-m", "agent", "--config"]
 
 
-def test_agent_plan_keeps_the_users_agent_settings() -> None:
-    plan = plan_agent(
+async def test_agent_plan_keeps_the_users_agent_settings() -> None:
+    plan = await plan_agent(
         {"PROXY_LISTEN_ADDR": "0.0.0.0:9999", "AGENT_LISTEN_PORT": "9191"},
         server_url="http://127.0.0.1:8080", node="n", docker_host="unix:///x.sock",
     )
@@ -115,9 +115,9 @@ def test_agent_plan_keeps_the_users_agent_settings() -> None:
     assert plan.listen == "127.0.0.1:9191"
 
 
-def test_agent_plan_reports_bad_agent_settings_in_one_line() -> None:
+async def test_agent_plan_reports_bad_agent_settings_in_one_line() -> None:
     with pytest.raises(DevError, match="cara-agent configuration: heartbeat_interval"):
-        plan_agent({"HEARTBEAT_INTERVAL": "soon"}, server_url="http://127.0.0.1:8080",
+        await plan_agent({"HEARTBEAT_INTERVAL": "soon"}, server_url="http://127.0.0.1:8080",
                    node="n", docker_host="unix:///x.sock")
 
 

@@ -11,7 +11,7 @@ from caravanserai.api.node import Heartbeat, NodeInfo, NodeNetwork, NodeState, N
 from caravanserai.api.problems import Conflict, Invalid
 from caravanserai.api.project import ProjectPhase as P
 from caravanserai.api.project import ProjectStatus
-from caravanserai.server import lifecycle
+from caravanserai.registry import lifecycle
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

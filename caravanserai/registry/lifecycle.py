@@ -12,7 +12,7 @@ from datetime import datetime
 
 from caravanserai.api.base import Condition, ConditionStatus, remove_condition, set_condition
 from caravanserai.api.node import CONDITION_READY, Heartbeat, NodeState, NodeStatus
-from caravanserai.api.phases import check_transition
+from caravanserai.api.phases import NODE_BOUND_PHASES, check_transition
 from caravanserai.api.problems import FieldError, Invalid
 from caravanserai.api.project import (
     CONDITION_NOT_READY_AT,
@@ -36,7 +36,7 @@ REASON_AGENT_READY = "AgentReady"
 REASON_AGENT_NOT_READY = "AgentNotReady"
 
 # Phases that need a node, and so a nodeRef.
-NODE_PHASES = frozenset({ProjectPhase.SCHEDULED, ProjectPhase.RUNNING})
+NODE_PHASES = NODE_BOUND_PHASES
 
 
 def initial_project_status(now: datetime) -> ProjectStatus:
@@ -142,18 +142,22 @@ def set_phase(
     """
     old = status.phase
     check_transition(name, old, phase)
-    before = status.model_copy(deep=True)
-    if node_ref is not None:
+    # Track changes as they are made: a deep copy to compare with would cost more than the
+    # whole write (the scheduler's batches make thousands of these a second).
+    changed = False
+    if node_ref is not None and node_ref != status.node_ref:
         status.node_ref = node_ref
+        changed = True
     if phase != old:
         status.phase = phase
         _enter(status, phase)
         _record(status, old, reason, message, now)
+        changed = True
     elif reason is not None or message is not None:
         # Same phase, new explanation (e.g. Failed with a better message): the condition
         # changes, its lastTransitionTime stays, the history does not grow.
         current = next((c for c in status.conditions if c.type == CONDITION_PHASE), None)
-        set_condition(
+        changed = set_condition(
             status.conditions,
             Condition(
                 type=CONDITION_PHASE,
@@ -162,13 +166,13 @@ def set_phase(
                 message=message if message is not None else (current.message if current else None),
             ),
             now,
-        )
+        ) or changed
     if status.phase in NODE_PHASES and not status.node_ref:
         raise Invalid(
             f'project "{name}" cannot be {status.phase} without a node',
             [FieldError(field="nodeRef", message=f"required for phase {status.phase}")],
         )
-    return status != before
+    return changed
 
 
 def replace_status(

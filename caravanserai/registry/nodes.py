@@ -1,0 +1,144 @@
+"""Nodes: the whole write policy of the Node kind.
+
+* create: a fresh NotReady status with a Ready=False condition until the first heartbeat;
+* update: spec, labels, annotations; update_status keeps the Ready condition agreeing
+  with the state; heartbeat merges the agent's report (an admin's Draining is kept);
+* delete: refused (409) while projects occupy the node
+  (:data:`~caravanserai.api.phases.OCCUPYING_PHASES`, the set the scheduler counts as
+  load), unless forced.
+"""
+
+from __future__ import annotations
+
+from caravanserai.api.base import ObjectMeta, utcnow
+from caravanserai.api.node import Heartbeat, Node, NodeStatus
+from caravanserai.api.phases import OCCUPYING_PHASES
+from caravanserai.api.problems import Conflict, Invalid, NotFound
+from caravanserai.api.selectors import Selector
+from caravanserai.api.validation import validate_node
+from caravanserai.logging import get_logger
+from caravanserai.registry import lifecycle
+from caravanserai.registry.base import KindRegistry
+from caravanserai.store.types import Obj
+
+log = get_logger("caravanserai.registry.nodes")
+
+
+class NodeRegistry(KindRegistry[Node]):
+    model = Node
+    kind = "Node"
+    noun = "node"
+
+    def new_object(self, node: Node) -> Obj:
+        """The stored form of a create (server-managed metadata and a fresh status)."""
+        meta = ObjectMeta(
+            name=node.metadata.name,
+            labels=dict(node.metadata.labels),
+            annotations=dict(node.metadata.annotations),
+        )
+        status = lifecycle.initial_node_status(utcnow())
+        return self.encode(node.model_copy(update={"metadata": meta, "status": status}))
+
+    async def create(self, node: Node) -> Node:
+        """Register a node (NotReady until it heartbeats)."""
+        _validate(node)
+        created = await self._create(self.new_object(node))
+        log.info("node.created", kind="Node", name=created.metadata.name,
+                 revision=created.metadata.resource_version)
+        return created
+
+    async def update(self, node: Node) -> Node:
+        """Replace spec, labels and annotations (resourceVersion precondition when set)."""
+        _validate(node)
+        spec = node.spec.to_wire()
+        labels = dict(node.metadata.labels)
+        annotations = dict(node.metadata.annotations)
+
+        def mutate(current: Obj) -> Obj | None:
+            meta = current.setdefault("metadata", {})
+            if (
+                current.get("spec") == spec
+                and (meta.get("labels") or {}) == labels
+                and (meta.get("annotations") or {}) == annotations
+            ):
+                return None
+            current["spec"] = spec
+            meta["labels"] = labels
+            meta["annotations"] = annotations
+            return current
+
+        stored = await self._update(node.metadata.name, mutate, node.metadata.resource_version)
+        return self.decode(stored)
+
+    async def update_status(self, node: Node) -> Node:
+        """Replace the status; the Ready condition is made to agree with the state."""
+        sent = node.status
+        now = utcnow()
+
+        def mutate(current: Obj) -> Obj | None:
+            old_wire = current.get("status") or {}
+            new_status = sent.model_copy(deep=True)
+            lifecycle.sync_ready_condition(new_status, now)
+            new_wire = new_status.to_wire()
+            if new_wire == old_wire:
+                return None
+            current["status"] = new_wire
+            return current
+
+        stored = await self._update(node.metadata.name, mutate, node.metadata.resource_version)
+        return self.decode(stored)
+
+    async def heartbeat(self, name: str, heartbeat: Heartbeat | None = None) -> None:
+        """Merge an agent's heartbeat; NotFound tells the agent to register again.
+
+        Nothing is returned (the agents' hottest write; no caller needs the node back)."""
+        hb = heartbeat or Heartbeat()
+        now = utcnow()
+
+        def mutate(current: Obj) -> Obj:
+            status = NodeStatus.model_validate(current.get("status") or {})
+            lifecycle.apply_heartbeat(status, hb, now)
+            current["status"] = status.to_wire()
+            return current
+
+        await self._update(name, mutate)
+
+    async def occupants(self, name: str) -> list[str]:
+        """Names of the projects that occupy node ``name`` (sorted)."""
+        assigned = await self.store.list(
+            "Project", Selector.parse(any_of={"status.nodeRef": {name}})
+        )
+        return sorted(
+            p["metadata"]["name"]
+            for p in assigned.items
+            if (p.get("status") or {}).get("phase") in OCCUPYING_PHASES
+        )
+
+    async def delete(self, name: str, *, force: bool = False) -> None:
+        """Remove the node; Conflict (409) while projects occupy it, unless ``force``.
+
+        The occupancy check and the delete are two steps (they concern different objects);
+        a project scheduled onto the node in between is moved off by the rescheduler, which
+        treats a missing node like a NotReady one.
+        """
+        await self.get_stored(name)
+        if not force:
+            busy = await self.occupants(name)
+            if busy:
+                shown = ", ".join(busy[:10]) + (", ..." if len(busy) > 10 else "")
+                raise Conflict(
+                    f'cannot delete node "{name}": {len(busy)} project(s) still assigned '
+                    f"({shown}); delete them first or use ?force=true"
+                )
+        try:
+            old = await self.store.delete(self.kind, name)
+        except NotFound:
+            raise self.not_found(name) from None
+        self.observed(old)
+        log.info("node.deleted", kind="Node", name=name, force=force)
+
+
+def _validate(node: Node) -> None:
+    errors = validate_node(node)
+    if errors:
+        raise Invalid(f'Node "{node.metadata.name}" is invalid', errors)
