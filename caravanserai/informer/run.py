@@ -110,7 +110,6 @@ async def run_standalone(
     workers: int | None = None,
     config: Mapping[str, Any] | None = None,
     leader_elect: bool = False,
-    database_url: str | None = None,
     lease_name: str | None = None,
     health_port: int | None = None,
     health_host: str = "127.0.0.1",
@@ -122,8 +121,8 @@ async def run_standalone(
             share one informer factory (one watch per kind and selection).
         workers: if set, ``ctx.config["workers"]`` of every controller.
         config: the rest of every controller's ``ctx.config``.
-        leader_elect: only run while holding the lease ``lease_name`` (default: the first
-            controller's name) in ``database_url``'s PostgreSQL.
+        leader_elect: only run while holding the Lease ``lease_name`` (default: the first
+            controller's name), elected over the same API (``/api/v1/leases``).
         health_port: serve ``/healthz`` and ``/metrics`` on ``health_host:health_port``.
     """
     named: list[tuple[str, ControllerFactory]] = []
@@ -136,8 +135,6 @@ async def run_standalone(
             named.append((getattr(f, "__name__", type(f).__name__).replace("_", "-"), f))
     if not named:
         raise FactoryError("no controller factory given")
-    if leader_elect and not database_url:
-        raise FactoryError("--leader-elect needs --database-url (or DATABASE_URL)")
     settings = dict(config or {})
     if workers is not None:
         settings["workers"] = workers
@@ -163,9 +160,8 @@ async def run_standalone(
                     await health.cleanup()
 
         if leader_elect:
-            assert database_url is not None
             elector = LeaderElector(
-                database_url, on_started_leading=work, name=lease_name or named[0][0]
+                client, on_started_leading=work, name=lease_name or named[0][0]
             )
             await elector.run()
         else:
@@ -197,12 +193,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--leader-elect",
         action="store_true",
-        help="run only while holding a lease, so several copies can run [needs --database-url]",
-    )
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("DATABASE_URL"),
-        help="PostgreSQL DSN for --leader-elect [env DATABASE_URL]",
+        help="run only while holding a Lease (over the API), so several copies can run",
     )
     parser.add_argument("--lease-name", default=None, help="default: the first controller's name")
     parser.add_argument(
@@ -232,8 +223,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         named = [load_factory(ref) for ref in args.factories]
     except FactoryError as exc:
         parser.error(str(exc))
-    if args.leader_elect and not args.database_url:
-        parser.error("--leader-elect needs --database-url (or DATABASE_URL)")
 
     async def amain() -> None:
         task = asyncio.current_task()
@@ -253,7 +242,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 token=args.token,
                 workers=args.workers,
                 leader_elect=args.leader_elect,
-                database_url=args.database_url,
                 lease_name=args.lease_name,
                 health_port=args.health_port,
                 health_host=args.health_host,

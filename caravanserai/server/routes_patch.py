@@ -17,7 +17,6 @@ from aiohttp import web
 from caravanserai.api.problems import BadRequest, Conflict, UnsupportedMediaType
 from caravanserai.api.validation import parse_resource
 from caravanserai.server.bodies import read_document
-from caravanserai.server.httputil import json_response
 from caravanserai.server.routes_resources import ResourceHandlers, _registry, _wire
 from caravanserai.server.state import CONFIG
 

@@ -136,16 +136,14 @@ async def _until_line(proc: asyncio.subprocess.Process, event: str, within: floa
                 return
 
 
-async def test_leader_election_runs_one_copy_and_hands_over(
-    server: RunningServer, database_url: str
-) -> None:
+async def test_leader_election_runs_one_copy_and_hands_over(server: RunningServer) -> None:
     """Two copies with --leader-elect: one leads; SIGTERM releases the lease and the other
     takes over and keeps the label in line."""
 
     async def start() -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "caravanserai.informer.run", SYNCER, "--server", server.url,
-            "--leader-elect", "--database-url", database_url,
+            "--leader-elect",
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
 
