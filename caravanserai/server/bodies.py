@@ -23,6 +23,7 @@ from caravanserai.api.problems import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from caravanserai.api.validation import text_errors
 
 JSON_TYPES = frozenset({"application/json"})
 YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
@@ -126,14 +127,21 @@ async def read_document(
             return None
         raise BadRequest("request body is empty")
     if _is_json(content_type):
-        return _load_json(raw)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest("request body is not UTF-8") from None
-    if len(raw) > _THREAD_THRESHOLD:
-        return await asyncio.to_thread(_load_yaml, text)
-    return _load_yaml(text)
+        document = _load_json(raw)
+    else:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("request body is not UTF-8") from None
+        if len(raw) > _THREAD_THRESHOLD:
+            document = await asyncio.to_thread(_load_yaml, text)
+        else:
+            document = _load_yaml(text)
+    # Every body, whatever its route (manifests, status, heartbeats): PostgreSQL refuses NUL
+    # and lone surrogates, which must be a 422 naming the field, not a DataError 500.
+    if errors := text_errors(document):
+        raise Invalid("the document holds characters that cannot be stored", errors)
+    return document
 
 
 def render_loc(loc: tuple[Any, ...], prefix: str = "") -> str:
