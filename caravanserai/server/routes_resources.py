@@ -29,7 +29,7 @@ from caravanserai.api.resources import NODES, PROJECTS, ResourceKind
 from caravanserai.api.selectors import Selector
 from caravanserai.api.validation import parse_resource
 from caravanserai.logging import get_logger
-from caravanserai.server import lifecycle
+from caravanserai.server import collisions, lifecycle
 from caravanserai.server.bodies import read_document, validate_body
 from caravanserai.server.httputil import bool_param, int_param, json_response, ordered
 from caravanserai.server.models import PhasePatch
@@ -157,6 +157,8 @@ class ResourceHandlers:
         model = parse_resource(data, kind=self.kind.kind)
         obj = new_object(model, utcnow())
         name = model.metadata.name
+        if self.kind is PROJECTS:
+            await collisions.check_project(request.app[STORE], name, obj["spec"])
         try:
             stored = await request.app[STORE].create(obj)
         except AlreadyExists:
@@ -225,6 +227,8 @@ class ResourceHandlers:
         model = parse_resource(data, kind=self.kind.kind)
         _check_name(model, name)
         spec = model.spec.to_wire()
+        if self.kind is PROJECTS:
+            await collisions.check_project(request.app[STORE], name, spec)
         labels = dict(model.metadata.labels)
         annotations = dict(model.metadata.annotations)
         now = utcnow()

@@ -230,3 +230,52 @@ async def test_bad_names_in_the_path_are_4xx(api: Api, name: str) -> None:
     for method in ("GET", "DELETE"):
         async with api.session.request(method, api.url(f"/api/v1/projects/{name}")) as resp:
             assert 400 <= resp.status < 500, resp.status
+
+
+# -- names and hosts that cannot collide (item 4) ---------------------------------------------
+
+
+async def test_projects_whose_docker_names_collide_are_refused_naming_the_other(
+    api: Api,
+) -> None:
+    status, body, _ = await api.call("POST", "/api/v1/projects", manifest(
+        "a", services=[{"name": "b-c", "image": "nginx"}], volumes=[{"name": "b-data"}]))
+    assert status == 201, body
+    # Container a-b-c.
+    status, body, _ = await api.call("POST", "/api/v1/projects", manifest(
+        "a-b", services=[{"name": "c", "image": "nginx"}]))
+    assert status == 409, body
+    assert '"a-b-c"' in body["detail"] and 'project "a"' in body["detail"]
+    # Volume cara-a-b-data (the other direction: the shorter name comes second).
+    status, body, _ = await api.call("POST", "/api/v1/projects", manifest(
+        "a-b", services=[{"name": "x", "image": "nginx"}], volumes=[{"name": "data"}]))
+    assert status == 409, body
+    assert '"cara-a-b-data"' in body["detail"]
+    status, body, _ = await api.call("POST", "/api/v1/projects", manifest(
+        "a-b", services=[{"name": "x", "image": "nginx"}]))
+    assert status == 201, body
+    # An update of "a" that would now meet "a-b"'s container a-b-x.
+    current = await api.get("projects", "a")
+    current["spec"]["services"].append({"name": "b-x", "image": "nginx"})
+    status, body, _ = await api.call("PUT", "/api/v1/projects/a", current)
+    assert status == 409, body
+    assert 'project "a-b"' in body["detail"]
+
+
+async def test_ingress_hosts_are_unique_across_the_cluster(api: Api) -> None:
+    def rule(host: str) -> dict[str, Any]:
+        return {"name": "www", "host": host, "target": {"service": "web", "port": 80}}
+
+    await api.create_project("one", ingress=[rule("shop"), {**rule("shop.example.com"),
+                                                           "name": "ext"}])
+    for host in ("shop", "Shop.Example.Com."):
+        status, body, _ = await api.call(
+            "POST", "/api/v1/projects", manifest("two", ingress=[rule(host.lower().rstrip("."))])
+        )
+        assert status == 409, body
+        assert 'project "one"' in body["detail"]
+    await api.create_project("two", ingress=[rule("other")])
+    # Once "one" is being deleted its hosts are free again.
+    status, _, _ = await api.call("DELETE", "/api/v1/projects/one")
+    assert status in (200, 202, 204), status
+    await api.create_project("three", ingress=[rule("shop")])
