@@ -23,6 +23,12 @@ when unset instead of being required.
 | pull_timeout       | AGENT_PULL_TIMEOUT   | --pull-timeout       | 10m                         |
 | sweep_interval     | AGENT_SWEEP_INTERVAL | --sweep-interval     | 5m                          |
 | token              | CARA_TOKEN           | --token              | unset                       |
+| header_timeout     | CARA_HEADER_TIMEOUT  |                      | 30s                         |
+| idle_timeout       | CARA_IDLE_TIMEOUT    |                      | 75s                         |
+| max_connections    | CARA_MAX_CONNECTIONS |                      | 4096 (API and proxy, each)  |
+| ws_max_message_bytes | CARA_WS_MAX_MESSAGE_BYTES |               | 4194304                     |
+| proxy_max_body_bytes | CARA_PROXY_MAX_BODY_BYTES |               | 1073741824 (1 GiB)          |
+| proxy_trust_forwarded | CARA_PROXY_TRUST_FORWARDED |             | false                       |
 
 ``token`` is the server's ``CARA_API_TOKEN`` when the server requires one: the agent sends
 it to the server, and requires it on its own API (logs, port-forward), which only the
@@ -72,7 +78,15 @@ ENV_VARS: dict[str, str] = {
     "pull_timeout": "AGENT_PULL_TIMEOUT",
     "sweep_interval": "AGENT_SWEEP_INTERVAL",
     "token": "CARA_TOKEN",
+    "header_timeout": "CARA_HEADER_TIMEOUT",
+    "idle_timeout": "CARA_IDLE_TIMEOUT",
+    "max_connections": "CARA_MAX_CONNECTIONS",
+    "ws_max_message_bytes": "CARA_WS_MAX_MESSAGE_BYTES",
+    "proxy_max_body_bytes": "CARA_PROXY_MAX_BODY_BYTES",
+    "proxy_trust_forwarded": "CARA_PROXY_TRUST_FORWARDED",
 }
+
+_POSITIVE_INTS = ("workers", "max_connections", "ws_max_message_bytes", "proxy_max_body_bytes")
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -157,6 +171,16 @@ class AgentConfig:
     pull_timeout: float = 600.0
     sweep_interval: float = 300.0
     token: str | None = field(default=None, repr=False)
+    # Connection limits of the agent API and the ingress proxy (caravanserai.connections).
+    header_timeout: float = 30.0
+    idle_timeout: float = 75.0
+    max_connections: int = 4096
+    ws_max_message_bytes: int = 4 * 1024 * 1024
+    # The proxy streams bodies; a request body past this is a 413 (nginx: client_max_body_size).
+    proxy_max_body_bytes: int = 1024 * 1024 * 1024
+    # Trust X-Forwarded-For/-Host/-Proto from the client: only behind a front proxy that sets
+    # them, otherwise any client could claim any address or host.
+    proxy_trust_forwarded: bool = False
 
     @property
     def proxy_host(self) -> str:
@@ -173,20 +197,23 @@ class AgentConfig:
 
 def _convert(key: str, value: Any) -> Any:
     """Turn a raw value (string from env/.env, typed from YAML) into the field's type."""
-    if key == "debug":
+    if key in ("debug", "proxy_trust_forwarded"):
         return parse_bool(value, key)
-    if key in ("heartbeat_interval", "stop_timeout", "pull_timeout", "sweep_interval"):
+    if key in (
+        "heartbeat_interval", "stop_timeout", "pull_timeout", "sweep_interval",
+        "header_timeout", "idle_timeout",
+    ):
         return parse_duration(value, key)
     if key == "listen_port":
         return parse_port(value, key)
-    if key == "workers":
+    if key in _POSITIVE_INTS:
         try:
-            workers = int(str(value).strip())
+            number = int(str(value).strip())
         except ValueError:
-            raise ConfigError(f"workers: expected an integer, got {value!r}") from None
-        if workers < 1:
-            raise ConfigError("workers: must be at least 1")
-        return workers
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+        if number < 1:
+            raise ConfigError(f"{key}: must be at least 1")
+        return number
     text = "" if value is None else str(value).strip()
     if key in ("advertise_ip", "token"):
         return text or None

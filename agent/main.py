@@ -33,6 +33,12 @@ from agent.runtime import EngineUnavailable, Runtime
 from agent.sweeper import Sweeper, watch_container_events
 from caravanserai.api import Project
 from caravanserai.client import CaravanseraiClient, ListOptions
+from caravanserai.connections import (
+    ConnectionLimits,
+    LimitedAppRunner,
+    install_accept_error_limiter,
+    raise_file_limit,
+)
 from caravanserai.informer.controller import Controller
 from caravanserai.informer.informer import SharedInformer
 from caravanserai.informer.listerwatcher import HTTPListerWatcher
@@ -75,9 +81,19 @@ def make_resolver(runtime: Runtime) -> Callable[[str, str], Awaitable[str | None
     return resolve
 
 
-async def _start_site(app: web.Application, host: str, port: int, what: str) -> web.AppRunner:
-    runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                           shutdown_timeout=SHUTDOWN_TIMEOUT)
+def connection_limits(config: AgentConfig) -> ConnectionLimits:
+    return ConnectionLimits(
+        header_timeout=config.header_timeout,
+        idle_timeout=config.idle_timeout,
+        max_connections=config.max_connections,
+    )
+
+
+async def _start_site(
+    app: web.Application, host: str, port: int, what: str, limits: ConnectionLimits
+) -> web.AppRunner:
+    runner = LimitedAppRunner(app, limits=limits, what=what, handle_signals=False,
+                              access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, reuse_address=True).start()
@@ -155,16 +171,25 @@ async def run_agent(config: AgentConfig, *, started: asyncio.Event | None = None
                 controller.enqueue(project.metadata.name)
             sweeper.trigger()
 
-        proxy = IngressProxy(routes, make_resolver(runtime))
-        api = AgentAPI(runtime, node_name, token=config.token)
+        proxy = IngressProxy(
+            routes,
+            make_resolver(runtime),
+            max_body_bytes=config.proxy_max_body_bytes,
+            trust_forwarded=config.proxy_trust_forwarded,
+        )
+        api = AgentAPI(runtime, node_name, token=config.token,
+                       ws_max_message_bytes=config.ws_max_message_bytes)
+        install_accept_error_limiter(asyncio.get_running_loop())
+        raise_file_limit(2 * config.max_connections + 1024)
         try:
             # Binding is immediate; doing it first makes a taken port a clean startup error.
             runners.append(
-                await _start_site(api.app, config.listen_host, config.listen_port, "agent API")
+                await _start_site(api.app, config.listen_host, config.listen_port, "agent API",
+                                  connection_limits(config))
             )
             runners.append(
                 await _start_site(proxy.app, config.proxy_host, config.proxy_port,
-                                  "ingress proxy")
+                                  "ingress proxy", connection_limits(config))
             )
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(node.run(), name="heartbeat")

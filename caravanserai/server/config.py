@@ -25,6 +25,10 @@ value, and an explicitly empty or false value counts.
 | db_pool_size | ``CARA_DB_POOL_SIZE`` | ``db_pool_size`` | - | 20 |
 | connect_timeout | ``CARA_CONNECT_TIMEOUT`` | ``connect_timeout`` | - | 10 s |
 | api_token | ``CARA_API_TOKEN`` | ``api_token`` | - | unset (no authentication) |
+| header_timeout | ``CARA_HEADER_TIMEOUT`` | ``header_timeout`` | - | 30 s |
+| idle_timeout | ``CARA_IDLE_TIMEOUT`` | ``idle_timeout`` | - | 75 s |
+| max_connections | ``CARA_MAX_CONNECTIONS`` | ``max_connections`` | - | 4096 |
+| ws_max_message_bytes | ``CARA_WS_MAX_MESSAGE_BYTES`` | ``ws_max_message_bytes`` | - | 4194304 |
 
 ``config.yaml`` keys may also be written as the environment names (``DATABASE_URL:``).
 """
@@ -135,6 +139,10 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("db_pool_size", "CARA_DB_POOL_SIZE", _parse_positive_int),
     _Setting("connect_timeout", "CARA_CONNECT_TIMEOUT", _parse_seconds),
     _Setting("api_token", "CARA_API_TOKEN", _parse_optional_str),
+    _Setting("header_timeout", "CARA_HEADER_TIMEOUT", _parse_seconds),
+    _Setting("idle_timeout", "CARA_IDLE_TIMEOUT", _parse_seconds),
+    _Setting("max_connections", "CARA_MAX_CONNECTIONS", _parse_positive_int),
+    _Setting("ws_max_message_bytes", "CARA_WS_MAX_MESSAGE_BYTES", _parse_positive_int),
 )
 _BY_NAME = {s.name: s for s in _SETTINGS}
 _BY_ENV = {s.env: s for s in _SETTINGS}
@@ -171,6 +179,14 @@ class ServerConfig:
     # When set, every /api/v1 request must carry ``Authorization: Bearer <token>`` (401
     # otherwise); health, readiness, metrics and the OpenAPI document stay open.
     api_token: str | None = field(default=None, repr=False)
+    # Connection limits (caravanserai.connections): a request head must arrive within
+    # header_timeout, a keep-alive connection idle longer than idle_timeout is closed, and
+    # past max_connections a new connection gets 503. WebSocket messages (port-forward) are
+    # at most ws_max_message_bytes on the relay's both sides.
+    header_timeout: float = 30.0
+    idle_timeout: float = 75.0
+    max_connections: int = 4096
+    ws_max_message_bytes: int = 4 * 1024 * 1024
     # Where each value came from ("default", "config.yaml", ".env", "environment", "flag"),
     # for error messages and the startup log.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)

@@ -44,3 +44,21 @@ async def test_no_token_means_open() -> None:
         assert (await client.get("/api/v1/logs/p/web")).status == 404
     finally:
         await client.close()
+
+
+async def test_a_non_utf8_authorization_header_is_a_401_not_a_500() -> None:
+    import asyncio
+
+    client = await _client("t0ken")
+    try:
+        server = client.server
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(b"GET /api/v1/logs/p/web HTTP/1.1\r\nHost: x\r\n"
+                     b"Authorization: Bearer \xff\xfe\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        async with asyncio.timeout(10):
+            status_line = await reader.readline()
+        writer.close()
+        assert status_line.split()[1] == b"401", status_line
+    finally:
+        await client.close()

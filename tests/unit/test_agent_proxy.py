@@ -103,9 +103,85 @@ async def test_routes_by_host_with_forwarded_headers(upstream: TestServer, proxy
     assert got["method"] == "POST" and got["body"] == "hello"
     headers = got["headers"]
     assert headers["Host"] == "admin.dev.cara.local:8081"  # the inbound Host is kept
-    assert headers["X-Forwarded-For"] == "1.2.3.4, 127.0.0.1"
+    # The client's own X-Forwarded-For is not trusted: the backend sees the real peer.
+    assert headers["X-Forwarded-For"] == "127.0.0.1"
     assert headers["X-Forwarded-Host"] == "admin.dev.cara.local:8081"
     assert headers["X-Forwarded-Proto"] == "http"
+
+
+async def _through(upstream: TestServer, *, trust: bool, **headers: str) -> dict[str, str]:
+    table = RouteTable()
+    table.set_project("p", [route("a.test", port=upstream.port)], {"web": "127.0.0.1"})
+
+    async def resolver(project: str, service: str) -> str | None:
+        return None
+
+    server = TestServer(IngressProxy(table, resolver, trust_forwarded=trust).app,
+                        host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as s, s.get(
+            server.make_url("/"), headers={"Host": "a.test", **headers}
+        ) as resp:
+            assert resp.status == 200
+            return dict((await resp.json())["headers"])
+    finally:
+        await server.close()
+
+
+async def test_client_forwarding_headers_are_ignored_unless_trusted(
+    upstream: TestServer,
+) -> None:
+    spoof = {"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Host": "bank.example",
+             "X-Forwarded-Proto": "https", "Forwarded": "for=6.6.6.6"}
+    got = await _through(upstream, trust=False, **spoof)
+    assert got["X-Forwarded-For"] == "127.0.0.1"
+    assert got["X-Forwarded-Host"] == "a.test"
+    assert got["X-Forwarded-Proto"] == "http"
+    assert "Forwarded" not in got
+    got = await _through(upstream, trust=True, **spoof)
+    assert got["X-Forwarded-For"] == "6.6.6.6, 127.0.0.1"
+    assert got["X-Forwarded-Host"] == "bank.example"
+    assert got["X-Forwarded-Proto"] == "https"
+
+
+@pytest.fixture
+async def small_proxy(
+    upstream: TestServer,
+) -> AsyncIterator[TestServer]:
+    table = RouteTable()
+    table.set_project("p", [route("up.test", port=upstream.port)], {"web": "127.0.0.1"})
+
+    async def resolver(project: str, service: str) -> str | None:
+        return None
+
+    server = TestServer(IngressProxy(table, resolver, max_body_bytes=1000).app,
+                        host="127.0.0.1")
+    await server.start_server()
+    yield server
+    await server.close()
+
+
+async def test_a_body_past_the_limit_is_a_413(small_proxy: TestServer) -> None:
+    async def chunked(n: int) -> AsyncIterator[bytes]:
+        for _ in range(n):
+            yield b"x" * 100
+
+    async with aiohttp.ClientSession() as s:
+        # Declared too large: refused before anything is read or sent.
+        async with s.post(small_proxy.make_url("/"), data=b"x" * 1001,
+                          headers={"Host": "up.test"}) as resp:
+            assert resp.status == 413
+            assert resp.content_type == "application/problem+json"
+        # Chunked (no Content-Length): refused when the limit is crossed.
+        async with s.post(small_proxy.make_url("/"), data=chunked(50),
+                          headers={"Host": "up.test"}) as resp:
+            assert resp.status == 413
+        # Within the limit, streamed through whole.
+        async with s.post(small_proxy.make_url("/"), data=chunked(10),
+                          headers={"Host": "up.test"}) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["body"] == "x" * 1000
 
 
 async def fetch(server: TestServer, host: str, **headers: str) -> tuple[int, str, str]:
