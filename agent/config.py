@@ -29,6 +29,10 @@ when unset instead of being required.
 | ws_max_message_bytes | CARA_WS_MAX_MESSAGE_BYTES |               | 4194304                     |
 | proxy_max_body_bytes | CARA_PROXY_MAX_BODY_BYTES |               | 1073741824 (1 GiB)          |
 | proxy_trust_forwarded | CARA_PROXY_TRUST_FORWARDED |             | false                       |
+| min_host_port      | CARA_MIN_HOST_PORT   |                      | 1024                        |
+| low_port_projects  | CARA_LOW_PORT_PROJECTS |                    | none (comma-separated names) |
+| default_memory     | CARA_DEFAULT_MEMORY  |                      | unset (bytes, 512Mi, 1Gi)   |
+| default_pids_limit | CARA_DEFAULT_PIDS_LIMIT |                   | unset                       |
 
 ``token`` is the server's ``CARA_API_TOKEN`` when the server requires one: the agent sends
 it to the server, and requires it on its own API (logs, port-forward), which only the
@@ -84,9 +88,34 @@ ENV_VARS: dict[str, str] = {
     "ws_max_message_bytes": "CARA_WS_MAX_MESSAGE_BYTES",
     "proxy_max_body_bytes": "CARA_PROXY_MAX_BODY_BYTES",
     "proxy_trust_forwarded": "CARA_PROXY_TRUST_FORWARDED",
+    "min_host_port": "CARA_MIN_HOST_PORT",
+    "low_port_projects": "CARA_LOW_PORT_PROJECTS",
+    "default_memory": "CARA_DEFAULT_MEMORY",
+    "default_pids_limit": "CARA_DEFAULT_PIDS_LIMIT",
 }
 
-_POSITIVE_INTS = ("workers", "max_connections", "ws_max_message_bytes", "proxy_max_body_bytes")
+_MEMORY_RE = re.compile(r"(\d+)\s*(Ki|Mi|Gi|Ti|k|K|M|G|T)?")
+_MEMORY_UNITS = {
+    None: 1, "k": 1000, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4,
+    "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4,
+}
+
+
+def parse_memory(value: object, key: str) -> int | None:
+    """Bytes from a Kubernetes quantity (``512Mi``, ``1Gi``, ``1G``) or a plain number;
+    empty means unset."""
+    text = "" if value is None else str(value).strip()
+    if not text:
+        return None
+    m = _MEMORY_RE.fullmatch(text)
+    if m is None or int(m[1]) == 0:
+        raise ConfigError(f"{key}: expected a size such as 512Mi, 1Gi or 1073741824, got {text!r}")
+    return int(m[1]) * _MEMORY_UNITS[m[2]]
+
+_POSITIVE_INTS = (
+    "workers", "max_connections", "ws_max_message_bytes", "proxy_max_body_bytes",
+    "default_pids_limit",
+)
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -181,6 +210,12 @@ class AgentConfig:
     # Trust X-Forwarded-For/-Host/-Proto from the client: only behind a front proxy that sets
     # them, otherwise any client could claim any address or host.
     proxy_trust_forwarded: bool = False
+    # Host ports below this are refused (PortConflict) unless the project is listed.
+    min_host_port: int = 1024
+    low_port_projects: tuple[str, ...] = ()
+    # Limits put on every container when set (bytes; number of processes).
+    default_memory: int | None = None
+    default_pids_limit: int | None = None
 
     @property
     def proxy_host(self) -> str:
@@ -206,6 +241,16 @@ def _convert(key: str, value: Any) -> Any:
         return parse_duration(value, key)
     if key == "listen_port":
         return parse_port(value, key)
+    if key == "min_host_port":
+        return parse_port(value, key)
+    if key == "default_memory":
+        return parse_memory(value, key)
+    if key == "low_port_projects":
+        if isinstance(value, list | tuple):
+            return tuple(str(v).strip() for v in value if str(v).strip())
+        return tuple(p.strip() for p in str(value or "").split(",") if p.strip())
+    if key == "default_pids_limit" and (value is None or not str(value).strip()):
+        return None
     if key in _POSITIVE_INTS:
         try:
             number = int(str(value).strip())

@@ -29,6 +29,47 @@ class SpecError(ValueError):
 
 
 @dataclass(frozen=True)
+class HostPolicy:
+    """What this node allows and adds to every container (``cara-agent`` settings).
+
+    ``reserved_ports``: the agent's own listeners (API, ingress proxy): a project publishing
+    one would steal the node's control traffic. ``min_host_port``: lower host ports are
+    refused (binding them is a privilege on Linux, and they are often the machine's own
+    services) unless the project is in ``low_port_projects``. ``default_memory_bytes`` /
+    ``default_pids_limit``: limits set on every container (None: Docker's unlimited).
+    """
+
+    reserved_ports: frozenset[int] = frozenset()
+    min_host_port: int = 1024
+    low_port_projects: frozenset[str] = frozenset()
+    default_memory_bytes: int | None = None
+    default_pids_limit: int | None = None
+
+
+def check_host_ports(project: Project, policy: HostPolicy) -> None:
+    """SpecError ``PortConflict`` for a published port this node does not allow (pure)."""
+    name = project.metadata.name
+    for svc in project.spec.services:
+        for i, port in enumerate(svc.ports):
+            host = port.host_port
+            field = f"spec.services[{svc.name}].ports[{i}].hostPort"
+            if host is None:
+                continue
+            if host in policy.reserved_ports:
+                raise SpecError(
+                    "PortConflict",
+                    f"{field}: port {host} is one of the node agent's own listeners",
+                )
+            if host < policy.min_host_port and name not in policy.low_port_projects:
+                raise SpecError(
+                    "PortConflict",
+                    f"{field}: port {host} is below this node's minimum host port "
+                    f"{policy.min_host_port} (the node's CARA_MIN_HOST_PORT / "
+                    "CARA_LOW_PORT_PROJECTS allow it)",
+                )
+
+
+@dataclass(frozen=True)
 class PortSpec:
     container_port: int
     protocol: str
@@ -55,6 +96,8 @@ class ContainerSpec:
     network: str
     labels: dict[str, str] = field(default_factory=dict, compare=False)
     config_hash: str = ""
+    memory_bytes: int | None = None
+    pids_limit: int | None = None
 
     def create_config(self) -> dict[str, Any]:
         """The body of Docker's ``POST /containers/create``."""
@@ -68,6 +111,9 @@ class ContainerSpec:
                 # No restart policy: an exited container is reported, not hidden (seeds:
                 # Failed/ContainerExited); a spec update or delete+apply redeploys.
                 "RestartPolicy": {"Name": "no"},
+                # A process in the container cannot gain privileges (setuid binaries, file
+                # capabilities) beyond those it started with.
+                "SecurityOpt": ["no-new-privileges:true"],
                 "Mounts": [
                     {"Type": "volume", "Source": src, "Target": dst} for src, dst in self.mounts
                 ],
@@ -79,6 +125,10 @@ class ContainerSpec:
             },
             "NetworkingConfig": {"EndpointsConfig": {self.network: {"Aliases": [self.service]}}},
         }
+        if self.memory_bytes is not None:
+            config["HostConfig"]["Memory"] = self.memory_bytes
+        if self.pids_limit is not None:
+            config["HostConfig"]["PidsLimit"] = self.pids_limit
         if self.ports:
             config["ExposedPorts"] = {p.key: {} for p in self.ports}
         if self.command is not None:
@@ -112,7 +162,11 @@ def config_hash(payload: dict[str, Any]) -> str:
 
 
 def _container_spec(
-    project: str, svc: ServiceDef, volumes: dict[str, str], base_labels: dict[str, str]
+    project: str,
+    svc: ServiceDef,
+    volumes: dict[str, str],
+    base_labels: dict[str, str],
+    policy: HostPolicy,
 ) -> ContainerSpec:
     mounts: list[tuple[str, str]] = []
     for i, mount in enumerate(svc.volume_mounts):
@@ -137,7 +191,14 @@ def _container_spec(
         mounts=tuple(mounts),
         ports=ports,
         network=naming.network_name(project),
+        memory_bytes=policy.default_memory_bytes,
+        pids_limit=policy.default_pids_limit,
     )
+    limits = {
+        k: v
+        for k, v in (("memory", spec.memory_bytes), ("pids", spec.pids_limit))
+        if v is not None
+    }
     digest = config_hash(
         {
             "schema": HASH_SCHEMA,
@@ -149,6 +210,9 @@ def _container_spec(
             "ports": [(p.container_port, p.protocol, p.host_port) for p in spec.ports],
             "network": spec.network,
             "alias": spec.service,
+            "security": ["no-new-privileges:true"],
+            # Only when set: containers of nodes without defaults keep their hash.
+            **({"limits": limits} if limits else {}),
         }
     )
     labels = {
@@ -159,8 +223,11 @@ def _container_spec(
     return ContainerSpec(**{**spec.__dict__, "labels": labels, "config_hash": digest})
 
 
-def plan_project(project: Project, node: str) -> ProjectPlan:
+def plan_project(
+    project: Project, node: str, policy: HostPolicy = HostPolicy()
+) -> ProjectPlan:
     """The network, volumes and containers ``project`` needs on ``node``."""
+    check_host_ports(project, policy)
     name = project.metadata.name
     uid = project.metadata.uid
     base = naming.project_labels(name, node, uid)
@@ -175,7 +242,7 @@ def plan_project(project: Project, node: str) -> ProjectPlan:
         if svc.name in seen:
             raise SpecError("InvalidSpec", f"service {svc.name!r} is defined twice")
         seen.add(svc.name)
-        containers.append(_container_spec(name, svc, volumes, base))
+        containers.append(_container_spec(name, svc, volumes, base, policy))
     return ProjectPlan(
         project=name,
         uid=uid,

@@ -25,6 +25,7 @@ from aiohttp import web
 from agent import naming
 from agent.agent_api import AgentAPI
 from agent.config import AgentConfig, ConfigError, load_config
+from agent.desired import HostPolicy
 from agent.docker_runtime import DockerRuntime
 from agent.node import NodeAgent, gather_facts
 from agent.proxy import IngressProxy, RouteTable
@@ -149,6 +150,13 @@ async def run_agent(config: AgentConfig, *, started: asyncio.Event | None = None
                 environment=config.environment,
                 base_domain=config.base_domain,
                 stop_timeout=config.stop_timeout,
+                policy=HostPolicy(
+                    reserved_ports=frozenset({config.listen_port, config.proxy_port}),
+                    min_host_port=config.min_host_port,
+                    low_port_projects=frozenset(config.low_port_projects),
+                    default_memory_bytes=config.default_memory,
+                    default_pids_limit=config.default_pids_limit,
+                ),
             ),
             runtime=runtime,
             client=client,

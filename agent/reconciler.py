@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from agent import naming
-from agent.desired import ContainerSpec, ProjectPlan, SpecError, plan_project
+from agent.desired import ContainerSpec, HostPolicy, ProjectPlan, SpecError, plan_project
 from agent.proxy import RouteTable, routes_for
 from agent.runtime import ContainerInfo, NameConflict, ResourceBusy, Runtime, RuntimeFailure
 from agent.status import Failure, apply_observation, observe, terminated_status
@@ -52,6 +52,7 @@ class ReconcilerSettings:
     environment: str = "dev"
     base_domain: str = "cara.local"
     stop_timeout: float = 10.0
+    policy: HostPolicy = field(default_factory=HostPolicy)
 
 
 @dataclass
@@ -131,7 +132,7 @@ class ProjectReconciler:
         name = project.metadata.name
         plog = log.bind(project=name, generation=project.metadata.generation)
         try:
-            plan = plan_project(project, self.node)
+            plan = plan_project(project, self.node, self.settings.policy)
         except SpecError as exc:
             plog.warning("spec cannot be deployed", reason=exc.reason, error=exc.message)
             await self._report(project, [Failure(exc.reason, exc.message)], {})
@@ -333,7 +334,7 @@ class ProjectReconciler:
         name = project.metadata.name
         self.routes.remove_project(name)
         try:
-            plan = plan_project(project, self.node)
+            plan = plan_project(project, self.node, self.settings.policy)
         except SpecError:
             return None
         observed = await self._observed_containers(plan)
