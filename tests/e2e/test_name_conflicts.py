@@ -79,3 +79,31 @@ async def test_a_hand_made_container_of_the_same_name_is_never_stopped(
         assert (await stray.show())["State"]["Running"] is True
     finally:
         await stray.delete(force=True)
+
+
+async def test_containers_are_safe_by_default_and_the_agents_ports_are_refused(
+    api: CaravanseraiClient, agent: AgentHandle, docker: aiodocker.Docker
+) -> None:
+    """Issue 12, item 5: no-new-privileges on every container; a hostPort that is the
+    agent's own API or proxy port, or below 1024, fails the project with PortConflict."""
+    name = unique("safe")
+    await apply(api, agent.node, manifest(
+        name, [{"name": "app", "image": BUSYBOX, "command": ["sleep", "3600"]}]))
+    await wait_phase(api, name, "Running")
+    container = await docker.containers.get(f"{name}-app")
+    assert "no-new-privileges:true" in (await container.show())["HostConfig"]["SecurityOpt"]
+    await api.projects.delete(name)
+    await wait_gone(api, docker, name)
+
+    for port, why in ((agent.api_port, "agent's own"), (agent.proxy_port, "agent's own"),
+                      (80, "minimum host port 1024")):
+        bad = unique("port")
+        await apply(api, agent.node, manifest(bad, [
+            {"name": "app", "image": BUSYBOX, "command": ["sleep", "3600"],
+             "ports": [{"containerPort": 80, "hostPort": port}]}]))
+        failed = await wait_phase(api, bad, "Failed")
+        cond = condition(failed, "ContainersRunning")
+        assert (str(cond.status), cond.reason) == ("False", "PortConflict")
+        assert why in (cond.message or "")
+        await api.projects.delete(bad)
+        await wait_gone(api, docker, bad)

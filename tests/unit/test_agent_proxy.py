@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -226,3 +227,60 @@ async def test_removed_project_has_no_route(upstream: TestServer, proxy: tuple) 
     assert (await fetch(server, "gone.test"))[0] == 200
     table.remove_project("p")
     assert (await fetch(server, "gone.test"))[0] == 502
+
+
+async def test_bodies_are_streamed_not_held_whole() -> None:
+    """Why (issue 12): a 1.5 GiB POST made the proxy hold 2.2 GB. The backend now gets the
+    first chunk while the client still holds back the rest, and the client reads the first
+    bytes of the answer while the backend still holds back the rest."""
+    first_in = asyncio.Event()
+    release_upload = asyncio.Event()
+    release_download = asyncio.Event()
+
+    async def backend(request: web.Request) -> web.StreamResponse:
+        received = 0
+        async for chunk in request.content.iter_any():
+            received += len(chunk)
+            first_in.set()
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        await resp.write(f"got {received};".encode())
+        await release_download.wait()
+        await resp.write(b"end")
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/", backend)
+    up = TestServer(app, host="127.0.0.1")
+    await up.start_server()
+    table = RouteTable()
+    table.set_project("p", [route("s.test", port=up.port)], {"web": "127.0.0.1"})
+
+    async def resolver(project: str, service: str) -> str | None:
+        return None
+
+    proxy_server = TestServer(IngressProxy(table, resolver).app, host="127.0.0.1")
+    await proxy_server.start_server()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"a" * 1000
+        await release_upload.wait()  # not sent until the backend has the first chunk
+        yield b"b" * 1000
+
+    try:
+        async with aiohttp.ClientSession() as s:
+            request = asyncio.ensure_future(
+                s.post(proxy_server.make_url("/"), data=body(), headers={"Host": "s.test"})
+            )
+            async with asyncio.timeout(10):
+                await first_in.wait()
+            release_upload.set()
+            async with asyncio.timeout(10):
+                resp = await request
+                assert await resp.content.readuntil(b";") == b"got 2000;"
+            release_download.set()
+            assert await resp.read() == b"end"
+            resp.release()
+    finally:
+        await proxy_server.close()
+        await up.close()
