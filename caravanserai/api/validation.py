@@ -38,10 +38,10 @@ Rules and their messages:
   project; an ingress targets an existing service on a port 1-65535, its host is a DNS label
   or a lowercase dotted hostname (at most 253 characters) used by no other rule;
   ``expireAt`` is an RFC 3339 timestamp with an offset.
-* Bounds (``LIST_LIMITS``, ``MAX_LABELS``, ``MAX_ARG_BYTES``, ``MAX_PATH_BYTES``): at most 256
-  labels, 128 services, volumes and ingress rules, and per service 1024 env entries, 256
-  ports, 128 mounts, 4096 command/entrypoint items; an env value or argument at most 128 KiB,
-  a mount path at most 4096 bytes.
+* Bounds (``LIST_LIMITS``, ``MAX_LABELS``, ``MAX_ARG_LENGTH``, ``MAX_PATH_LENGTH``): at most
+  256 labels, 128 services, volumes and ingress rules, and per service 1024 env entries, 256
+  ports, 128 mounts, 4096 command/entrypoint items; an env value or argument at most 131072
+  characters, a mount path at most 4096.
 * Text: no string or key anywhere may hold NUL or a lone surrogate (PostgreSQL stores
   neither); checked first, with the field path (``text_errors``).
 * Node: ``spec.hostname``, when set, is a hostname (letters of either case: machine names often
@@ -87,8 +87,9 @@ MAX_ENV = 1024
 MAX_PORTS = 256
 MAX_VOLUME_MOUNTS = 128
 MAX_ARGS = 4096  # command / entrypoint items
-MAX_ARG_BYTES = 128 * 1024  # Linux MAX_ARG_STRLEN: one argv or environment string
-MAX_PATH_BYTES = 4096  # PATH_MAX
+# Characters, not bytes, so JSON Schema's maxLength states exactly the same bound.
+MAX_ARG_LENGTH = 128 * 1024  # Linux MAX_ARG_STRLEN (bytes): one argv or environment string
+MAX_PATH_LENGTH = 4096  # PATH_MAX
 LIST_LIMITS: dict[str, int] = {
     "spec.services": MAX_SERVICES,
     "spec.volumes": MAX_VOLUMES,
@@ -111,6 +112,10 @@ LABEL_KEY_PATTERN = rf"(?:{HOSTNAME_PATTERN}/)?{_QUALIFIED_NAME}"
 """Kubernetes qualified name: optional DNS-subdomain prefix and '/', then the name part."""
 
 LABEL_VALUE_PATTERN = rf"(?:{_QUALIFIED_NAME})?"
+
+NO_NUL_PATTERN = r"[^\u0000]*"
+"""Any text PostgreSQL can store (``text_problem`` also refuses lone surrogates, which JSON
+Schema cannot tell apart)."""
 
 ENV_NAME_PATTERN = r"[-._a-zA-Z][-._a-zA-Z0-9]*"
 """Environment variable names, as Kubernetes: POSIX names plus '.' and '-' (Compose allows them)."""
@@ -181,7 +186,7 @@ def msg_too_many(limit: int) -> str:
 
 
 def msg_too_long(limit: int) -> str:
-    return f"must be at most {limit} bytes"
+    return f"must be at most {limit} characters"
 
 _KINDS: dict[str, type[Project] | type[Node]] = {"Project": Project, "Node": Node}
 
@@ -382,6 +387,8 @@ def _plain(value: Any, depth: int) -> Any:
         return {_key(k): _plain(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(v, depth + 1) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # JSON Schema: a number with a zero fractional part is an integer
     if value is None or isinstance(value, str | int | float):  # bool is an int
         return value
     if isinstance(value, datetime | date):
@@ -626,8 +633,8 @@ def _check_count(errs: _Errors, value: Any, field: str) -> bool:
     return True
 
 
-def _check_bytes(errs: _Errors, value: Any, field: str, limit: int) -> None:
-    if isinstance(value, str) and len(value) > limit // 4 and len(value.encode()) > limit:
+def _check_length(errs: _Errors, value: Any, field: str, limit: int) -> None:
+    if isinstance(value, str) and len(value) > limit:
         errs.add(field, msg_too_long(limit))
 
 
@@ -679,7 +686,7 @@ def _check_service(
         args = service.get(field)
         if isinstance(args, list):
             for i, arg in enumerate(args):
-                _check_bytes(errs, arg, f"{path}.{field}[{i}]", MAX_ARG_BYTES)
+                _check_length(errs, arg, f"{path}.{field}[{i}]", MAX_ARG_LENGTH)
     image = service.get("image")
     if image == "":
         errs.add(f"{path}.image", MSG_EMPTY)
@@ -698,7 +705,7 @@ def _check_service(
         elif name in env_names:
             errs.add(f"{env_path}.name", f'duplicate environment variable "{name}"')
         env_names.add(name)
-        _check_bytes(errs, env.get("value"), f"{env_path}.value", MAX_ARG_BYTES)
+        _check_length(errs, env.get("value"), f"{env_path}.value", MAX_ARG_LENGTH)
 
     mount_paths: set[str] = set()
     for mpath, mount in _items(service.get("volumeMounts"), f"{path}.volumeMounts"):
@@ -712,8 +719,8 @@ def _check_service(
         target = mount.get("mountPath")
         if not isinstance(target, str):
             continue
-        if len(target.encode()) > MAX_PATH_BYTES:
-            errs.add(f"{mpath}.mountPath", msg_too_long(MAX_PATH_BYTES))
+        if len(target) > MAX_PATH_LENGTH:
+            errs.add(f"{mpath}.mountPath", msg_too_long(MAX_PATH_LENGTH))
             continue
         normal = posixpath.normpath(target) if target.startswith("/") else target
         if normal.startswith("//"):  # normpath keeps a leading "//" (POSIX allows it)

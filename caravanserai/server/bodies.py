@@ -89,9 +89,16 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _number(text: str) -> float | int:
+    """JSON numbers with a zero fractional part are integers (JSON Schema: ``1.0`` is a valid
+    ``integer``), so ``"containerPort": 80.0`` means 80, as the published schema says."""
+    value = float(text)
+    return int(value) if value.is_integer() else value
+
+
 def _load_json(raw: bytes) -> Any:
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        return json.loads(raw, parse_constant=_reject_constant, parse_float=_number)
     except json.JSONDecodeError as exc:
         raise BadRequest(
             f"malformed JSON: {exc.msg} (line {exc.lineno} column {exc.colno})"

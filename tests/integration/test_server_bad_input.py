@@ -190,7 +190,7 @@ async def test_non_utf8_authorization_header_with_auth_on_is_a_4xx(
                         "ports": [{"containerPort": 1 + i} for i in range(v.MAX_PORTS + 1)]}]},
          "spec.services[0].ports"),
         ({"services": [{"name": "web", "image": "nginx",
-                        "env": [{"name": "BIG", "value": "x" * (v.MAX_ARG_BYTES + 1)}]}]},
+                        "env": [{"name": "BIG", "value": "x" * (v.MAX_ARG_LENGTH + 1)}]}]},
          "spec.services[0].env[0].value"),
     ],
 )
