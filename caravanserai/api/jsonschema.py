@@ -144,7 +144,6 @@ _CONSTRAINTS: dict[tuple[str, str], dict[str, Any]] = {
     ("ServiceDef", "command"): {"maxItems": v.MAX_ARGS, "items": _ARG},
     ("ServiceDef", "entrypoint"): {"maxItems": v.MAX_ARGS, "items": _ARG},
     ("EnvVar", "value"): _ARG,
-    ("Condition", "type"): {"minLength": 1},
     ("ServiceDef", "name"): _DNS_LABEL,
     ("ServiceDef", "image"): {"minLength": 1, "pattern": f"^{v.IMAGE_REFERENCE_PATTERN}$"},
     ("EnvVar", "name"): {"minLength": 1, "pattern": f"^{v.ENV_NAME_PATTERN}$"},
