@@ -27,6 +27,7 @@ from aiohttp.typedefs import Handler
 
 from agent import naming
 from agent.runtime import ContainerInfo, EngineUnavailable, Runtime
+from caravanserai.connections import WS_MAX_MESSAGE_BYTES
 from caravanserai.streaming import while_client_connected
 
 log = structlog.get_logger("agent.api")
@@ -66,8 +67,16 @@ def parse_tail(value: str | None) -> str:
 
 
 class AgentAPI:
-    def __init__(self, runtime: Runtime, node_name: str, token: str | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        node_name: str,
+        token: str | None = None,
+        *,
+        ws_max_message_bytes: int = WS_MAX_MESSAGE_BYTES,
+    ) -> None:
         self.runtime = runtime
+        self.ws_max_message_bytes = ws_max_message_bytes
         self.node_name = node_name
         self.app = web.Application(middlewares=[self._auth] if token else [])
         self._expected = f"Bearer {token}".encode()
@@ -80,7 +89,8 @@ class AgentAPI:
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         # Logs and tunnels into containers are for the server's relay only (CARA_TOKEN).
         if request.path != "/healthz":
-            given = request.headers.get("Authorization", "").encode()
+            # surrogateescape: non-UTF-8 header bytes are a wrong token (401), not a 500.
+            given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
             if not hmac.compare_digest(given, self._expected):
                 return problem(401, "Unauthorized", "missing or invalid bearer token")
         return await handler(request)
@@ -181,7 +191,8 @@ class AgentAPI:
             return problem(
                 502, "Bad Gateway", f"cannot connect to {service}:{port} ({ip}): {exc}"
             )
-        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=0)
+        # A bigger message closes the tunnel (1009) instead of being buffered whole.
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=self.ws_max_message_bytes)
         try:
             await ws.prepare(request)
             log.info("port-forward opened", project=project, service=service, port=port)

@@ -28,6 +28,16 @@ when unset instead of being required.
 | runtime            | AGENT_RUNTIME        | --runtime            | docker (or fake: hollow)    |
 | fake_start_latency | AGENT_FAKE_START_LATENCY | --fake-start-latency | 0s                      |
 | fake_failure_rate  | AGENT_FAKE_FAILURE_RATE  | --fake-failure-rate  | 0                       |
+| header_timeout     | CARA_HEADER_TIMEOUT  |                      | 30s                         |
+| idle_timeout       | CARA_IDLE_TIMEOUT    |                      | 75s                         |
+| max_connections    | CARA_MAX_CONNECTIONS |                      | 4096 (API and proxy, each)  |
+| ws_max_message_bytes | CARA_WS_MAX_MESSAGE_BYTES |               | 4194304                     |
+| proxy_max_body_bytes | CARA_PROXY_MAX_BODY_BYTES |               | 1073741824 (1 GiB)          |
+| proxy_trust_forwarded | CARA_PROXY_TRUST_FORWARDED |             | false                       |
+| min_host_port      | CARA_MIN_HOST_PORT   |                      | 1024                        |
+| low_port_projects  | CARA_LOW_PORT_PROJECTS |                    | none (comma-separated names) |
+| default_memory     | CARA_DEFAULT_MEMORY  |                      | unset (bytes, 512Mi, 1Gi)   |
+| default_pids_limit | CARA_DEFAULT_PIDS_LIMIT |                   | unset                       |
 
 ``token`` is the server's ``CARA_API_TOKEN`` when the server requires one: the agent sends
 it to the server, and requires it on its own API (logs, port-forward), which only the
@@ -79,7 +89,37 @@ ENV_VARS: dict[str, str] = {
     "runtime": "AGENT_RUNTIME",
     "fake_start_latency": "AGENT_FAKE_START_LATENCY",
     "fake_failure_rate": "AGENT_FAKE_FAILURE_RATE",
+    "header_timeout": "CARA_HEADER_TIMEOUT",
+    "idle_timeout": "CARA_IDLE_TIMEOUT",
+    "max_connections": "CARA_MAX_CONNECTIONS",
+    "ws_max_message_bytes": "CARA_WS_MAX_MESSAGE_BYTES",
+    "proxy_max_body_bytes": "CARA_PROXY_MAX_BODY_BYTES",
+    "proxy_trust_forwarded": "CARA_PROXY_TRUST_FORWARDED",
+    "min_host_port": "CARA_MIN_HOST_PORT",
+    "low_port_projects": "CARA_LOW_PORT_PROJECTS",
+    "default_memory": "CARA_DEFAULT_MEMORY",
+    "default_pids_limit": "CARA_DEFAULT_PIDS_LIMIT",
 }
+
+def parse_size_setting(value: object, key: str) -> int | None:
+    """Bytes from a size (``512Mi``, ``1Gi``, ``1g``, a plain number, as a service's
+    memory limit is written); empty means unset."""
+    text = "" if value is None else str(value).strip()
+    if not text:
+        return None
+    try:
+        size = int(parse_memory(text))
+    except ValueError:
+        size = 0
+    if size <= 0:
+        raise ConfigError(f"{key}: expected a size such as 512Mi, 1Gi or 1073741824, got {text!r}")
+    return size
+
+
+_POSITIVE_INTS = (
+    "workers", "max_connections", "ws_max_message_bytes", "proxy_max_body_bytes",
+    "default_pids_limit",
+)
 
 def parse_reserved(value: object) -> dict[str, str]:
     """``cpu=0.5,memory=1Gi`` (either part optional) as quantities checked now."""
@@ -170,6 +210,22 @@ class AgentConfig:
     runtime: str = "docker"
     fake_start_latency: float = 0.0
     fake_failure_rate: float = 0.0
+    # Connection limits of the agent API and the ingress proxy (caravanserai.connections).
+    header_timeout: float = 30.0
+    idle_timeout: float = 75.0
+    max_connections: int = 4096
+    ws_max_message_bytes: int = 4 * 1024 * 1024
+    # The proxy streams bodies; a request body past this is a 413 (nginx: client_max_body_size).
+    proxy_max_body_bytes: int = 1024 * 1024 * 1024
+    # Trust X-Forwarded-For/-Host/-Proto from the client: only behind a front proxy that sets
+    # them, otherwise any client could claim any address or host.
+    proxy_trust_forwarded: bool = False
+    # Host ports below this are refused (PortConflict) unless the project is listed.
+    min_host_port: int = 1024
+    low_port_projects: tuple[str, ...] = ()
+    # Limits put on every container when set (bytes; number of processes).
+    default_memory: int | None = None
+    default_pids_limit: int | None = None
 
     @property
     def proxy_host(self) -> str:
@@ -186,7 +242,7 @@ class AgentConfig:
 
 def _convert(key: str, value: Any) -> Any:
     """Turn a raw value (string from env/.env, typed from YAML) into the field's type."""
-    if key == "debug":
+    if key in ("debug", "proxy_trust_forwarded"):
         return parse_bool(value, key)
     if key == "runtime":
         text = str(value).strip().lower()
@@ -201,21 +257,33 @@ def _convert(key: str, value: Any) -> Any:
         if not 0.0 <= rate <= 1.0:
             raise ConfigError("fake_failure_rate: must be between 0 and 1")
         return rate
-    if key in ("heartbeat_interval", "stop_timeout", "pull_timeout", "sweep_interval",
-               "restart_backoff", "fake_start_latency"):
+    if key == "system_reserved":
+        return parse_reserved(value)
+    if key in (
+        "heartbeat_interval", "stop_timeout", "pull_timeout", "sweep_interval",
+        "restart_backoff", "fake_start_latency", "header_timeout", "idle_timeout",
+    ):
         return parse_duration(value, key)
     if key == "listen_port":
         return parse_port(value, key)
-    if key == "system_reserved":
-        return parse_reserved(value)
-    if key == "workers":
+    if key == "min_host_port":
+        return parse_port(value, key)
+    if key == "default_memory":
+        return parse_size_setting(value, key)
+    if key == "low_port_projects":
+        if isinstance(value, list | tuple):
+            return tuple(str(v).strip() for v in value if str(v).strip())
+        return tuple(p.strip() for p in str(value or "").split(",") if p.strip())
+    if key == "default_pids_limit" and (value is None or not str(value).strip()):
+        return None
+    if key in _POSITIVE_INTS:
         try:
-            workers = int(str(value).strip())
+            number = int(str(value).strip())
         except ValueError:
-            raise ConfigError(f"workers: expected an integer, got {value!r}") from None
-        if workers < 1:
-            raise ConfigError("workers: must be at least 1")
-        return workers
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+        if number < 1:
+            raise ConfigError(f"{key}: must be at least 1")
+        return number
     text = "" if value is None else str(value).strip()
     if key in ("advertise_ip", "token"):
         return text or None

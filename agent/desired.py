@@ -31,6 +31,59 @@ class SpecError(ValueError):
 
 
 @dataclass(frozen=True)
+class HostPolicy:
+    """What this node allows and adds to every container (``cara-agent`` settings).
+
+    ``reserved_ports``: the agent's own listeners (API, ingress proxy): a project publishing
+    one would steal the node's control traffic. ``min_host_port``: lower host ports are
+    refused (binding them is a privilege on Linux, and they are often the machine's own
+    services) unless the project is in ``low_port_projects``. ``default_memory_bytes`` /
+    ``default_pids_limit``: limits set on every container (None: Docker's unlimited).
+    """
+
+    reserved_ports: frozenset[int] = frozenset()
+    min_host_port: int = 1024
+    low_port_projects: frozenset[str] = frozenset()
+    default_memory_bytes: int | None = None
+    default_pids_limit: int | None = None
+
+
+def with_node_defaults(
+    limits: tuple[tuple[str, int], ...], policy: HostPolicy
+) -> tuple[tuple[str, int], ...]:
+    """The service's own limits, plus the node's defaults for those it does not set."""
+    given = dict(limits)
+    for key, default in (("Memory", policy.default_memory_bytes),
+                         ("PidsLimit", policy.default_pids_limit)):
+        if default is not None and key not in given:
+            given[key] = default
+    return tuple(given.items())
+
+
+def check_host_ports(project: Project, policy: HostPolicy) -> None:
+    """SpecError ``PortConflict`` for a published port this node does not allow (pure)."""
+    name = project.metadata.name
+    for svc in project.spec.services:
+        for i, port in enumerate(svc.ports):
+            host = port.host_port
+            field = f"spec.services[{svc.name}].ports[{i}].hostPort"
+            if host is None:
+                continue
+            if host in policy.reserved_ports:
+                raise SpecError(
+                    "PortConflict",
+                    f"{field}: port {host} is one of the node agent's own listeners",
+                )
+            if host < policy.min_host_port and name not in policy.low_port_projects:
+                raise SpecError(
+                    "PortConflict",
+                    f"{field}: port {host} is below this node's minimum host port "
+                    f"{policy.min_host_port} (the node's CARA_MIN_HOST_PORT / "
+                    "CARA_LOW_PORT_PROJECTS allow it)",
+                )
+
+
+@dataclass(frozen=True)
 class PortSpec:
     container_port: int
     protocol: str
@@ -83,6 +136,9 @@ class ContainerSpec:
                 # restartCount in status), so Docker must not restart behind its back.
                 "RestartPolicy": {"Name": "no"},
                 **dict(self.limits),
+                # A process in the container cannot gain privileges (setuid binaries, file
+                # capabilities) beyond those it started with.
+                "SecurityOpt": ["no-new-privileges:true"],
                 "Mounts": [
                     {"Type": "volume", "Source": src, "Target": dst} for src, dst in self.mounts
                 ],
@@ -160,7 +216,11 @@ def docker_healthcheck(check: HealthCheck | None) -> tuple[tuple[str, object], .
 
 
 def _container_spec(
-    project: str, svc: ServiceDef, volumes: dict[str, str], base_labels: dict[str, str]
+    project: str,
+    svc: ServiceDef,
+    volumes: dict[str, str],
+    base_labels: dict[str, str],
+    policy: HostPolicy,
 ) -> ContainerSpec:
     mounts: list[tuple[str, str]] = []
     for i, mount in enumerate(svc.volume_mounts):
@@ -185,7 +245,7 @@ def _container_spec(
         mounts=tuple(mounts),
         ports=ports,
         network=naming.network_name(project),
-        limits=docker_limits(svc),
+        limits=with_node_defaults(docker_limits(svc), policy),
         healthcheck=docker_healthcheck(svc.healthcheck),
         restart=svc.restart or RestartPolicy.NO,
         depends_on=tuple((d.service, d.condition) for d in svc.depends_on or ()),
@@ -207,6 +267,7 @@ def _container_spec(
             "ports": [(p.container_port, p.protocol, p.host_port) for p in spec.ports],
             "network": spec.network,
             "alias": spec.service,
+            "security": ["no-new-privileges:true"],
             **extra,
         }
     )
@@ -218,8 +279,11 @@ def _container_spec(
     return ContainerSpec(**{**spec.__dict__, "labels": labels, "config_hash": digest})
 
 
-def plan_project(project: Project, node: str) -> ProjectPlan:
+def plan_project(
+    project: Project, node: str, policy: HostPolicy = HostPolicy()
+) -> ProjectPlan:
     """The network, volumes and containers ``project`` needs on ``node``."""
+    check_host_ports(project, policy)
     name = project.metadata.name
     uid = project.metadata.uid
     base = naming.project_labels(name, node, uid)
@@ -234,7 +298,7 @@ def plan_project(project: Project, node: str) -> ProjectPlan:
         if svc.name in seen:
             raise SpecError("InvalidSpec", f"service {svc.name!r} is defined twice")
         seen.add(svc.name)
-        containers.append(_container_spec(name, svc, volumes, base))
+        containers.append(_container_spec(name, svc, volumes, base, policy))
     return ProjectPlan(
         project=name,
         uid=uid,

@@ -27,6 +27,7 @@ from aiohttp import web
 from agent import naming
 from agent.agent_api import AgentAPI
 from agent.config import AgentConfig, ConfigError, load_config
+from agent.desired import HostPolicy
 from agent.docker_runtime import DockerRuntime
 from agent.fake_runtime import FakeRuntime
 from agent.node import NodeAgent, gather_facts
@@ -37,6 +38,12 @@ from agent.sweeper import Sweeper, watch_container_events
 from caravanserai.api import Project
 from caravanserai.api.ingress import ingress_domain
 from caravanserai.client import CaravanseraiClient, ListOptions
+from caravanserai.connections import (
+    ConnectionLimits,
+    LimitedAppRunner,
+    install_accept_error_limiter,
+    raise_file_limit,
+)
 from caravanserai.informer.controller import Controller
 from caravanserai.informer.informer import SharedInformer
 from caravanserai.informer.listerwatcher import HTTPListerWatcher
@@ -79,9 +86,19 @@ def make_resolver(runtime: Runtime) -> Callable[[str, str], Awaitable[str | None
     return resolve
 
 
-async def _start_site(app: web.Application, host: str, port: int, what: str) -> web.AppRunner:
-    runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                           shutdown_timeout=SHUTDOWN_TIMEOUT)
+def connection_limits(config: AgentConfig) -> ConnectionLimits:
+    return ConnectionLimits(
+        header_timeout=config.header_timeout,
+        idle_timeout=config.idle_timeout,
+        max_connections=config.max_connections,
+    )
+
+
+async def _start_site(
+    app: web.Application, host: str, port: int, what: str, limits: ConnectionLimits
+) -> web.AppRunner:
+    runner = LimitedAppRunner(app, limits=limits, what=what, handle_signals=False,
+                              access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, reuse_address=True).start()
@@ -165,6 +182,13 @@ async def run_agent(
                 restart_backoff=config.restart_backoff,
                 restart_backoff_max=30 * config.restart_backoff,
                 restart_backoff_reset=60 * config.restart_backoff,
+                policy=HostPolicy(
+                    reserved_ports=frozenset({config.listen_port, config.proxy_port}),
+                    min_host_port=config.min_host_port,
+                    low_port_projects=frozenset(config.low_port_projects),
+                    default_memory_bytes=config.default_memory,
+                    default_pids_limit=config.default_pids_limit,
+                ),
             ),
             runtime=engine,
             client=client,
@@ -187,15 +211,27 @@ async def run_agent(
                 controller.enqueue(project.metadata.name)
             sweeper.trigger()
 
-        proxy = IngressProxy(routes, make_resolver(engine))
-        api = AgentAPI(engine, node_name, token=config.token)
+        proxy = IngressProxy(
+            routes,
+            make_resolver(engine),
+            max_body_bytes=config.proxy_max_body_bytes,
+            trust_forwarded=config.proxy_trust_forwarded,
+        )
+        api = AgentAPI(engine, node_name, token=config.token,
+                       ws_max_message_bytes=config.ws_max_message_bytes)
         try:
             # Binding is immediate; doing it first makes a taken port a clean startup error.
             if serve:
-                runners.append(await _start_site(api.app, config.listen_host,
-                                                 config.listen_port, "agent API"))
-                runners.append(await _start_site(proxy.app, config.proxy_host,
-                                                 config.proxy_port, "ingress proxy"))
+                install_accept_error_limiter(asyncio.get_running_loop())
+                raise_file_limit(2 * config.max_connections + 1024)
+                runners.append(
+                    await _start_site(api.app, config.listen_host, config.listen_port,
+                                      "agent API", connection_limits(config))
+                )
+                runners.append(
+                    await _start_site(proxy.app, config.proxy_host, config.proxy_port,
+                                      "ingress proxy", connection_limits(config))
+                )
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(node.run(), name="heartbeat")
                 tg.create_task(informer.run(), name="project-informer")

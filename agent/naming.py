@@ -30,6 +30,13 @@ def volume_name(project: str, volume: str) -> str:
     return f"cara-{project}-{volume}"
 
 
+def conflict_message(kind: str, name: str, holder: str | None) -> str:
+    """Why an object of this name cannot be used (its owner label is not the project)."""
+    if holder is None:
+        return f'{kind} "{name}" exists and is not managed by caravanserai; rename or remove it'
+    return f'{kind} "{name}" belongs to project "{holder}"; its name collides with this one\'s'
+
+
 def project_labels(project: str, node: str, uid: str | None) -> dict[str, str]:
     """Labels on every Docker object of a project (network, volumes, containers)."""
     labels = {LABEL_PROJECT: project, LABEL_NODE: node}

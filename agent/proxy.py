@@ -5,6 +5,11 @@ Routes come from ``spec.ingress``; hosts without a dot become
 reconciler keeps the service's container IP current (containers that restart get new IPs),
 and a refused connection re-resolves the IP once before answering 502. Routes exist only
 while their project is Running and are removed with it.
+
+Bodies are streamed both ways, never held whole: a request body past ``max_body_bytes`` is
+a 413 (at once when its Content-Length says so, else when the limit is crossed, the upstream
+request being aborted). Client-sent ``X-Forwarded-*`` headers are replaced by what the proxy
+saw unless ``trust_forwarded`` (set it only behind a front proxy that writes them).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import html
 import json
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import aiohttp
@@ -163,8 +168,12 @@ def _proxy_problem(
     )
 
 
-def forwarded_headers(request: web.Request) -> dict[str, str]:
-    """The request headers to send upstream: hop-by-hop dropped, X-Forwarded-* set."""
+def forwarded_headers(request: web.Request, *, trust: bool = False) -> dict[str, str]:
+    """The request headers to send upstream: hop-by-hop dropped, X-Forwarded-* set.
+
+    Unless ``trust``, what the client claims (``X-Forwarded-*``, ``Forwarded``) is dropped:
+    the backend sees the proxy's own view of the peer, host and scheme.
+    """
     connection_tokens = {
         t.strip().lower() for t in request.headers.get("Connection", "").split(",") if t.strip()
     }
@@ -173,13 +182,60 @@ def forwarded_headers(request: web.Request) -> dict[str, str]:
         lower = key.lower()
         if lower in HOP_BY_HOP or lower in connection_tokens or lower.startswith("x-forwarded-"):
             continue
+        if lower == "forwarded" and not trust:
+            continue
         headers[key] = value
     peer = request.remote or ""
-    previous = request.headers.get("X-Forwarded-For")
+    previous = request.headers.get("X-Forwarded-For") if trust else None
     headers["X-Forwarded-For"] = f"{previous}, {peer}" if previous else peer
-    headers["X-Forwarded-Host"] = request.headers.get("X-Forwarded-Host", request.host)
-    headers["X-Forwarded-Proto"] = request.headers.get("X-Forwarded-Proto", request.scheme)
+    if trust:
+        headers["X-Forwarded-Host"] = request.headers.get("X-Forwarded-Host", request.host)
+        headers["X-Forwarded-Proto"] = request.headers.get("X-Forwarded-Proto", request.scheme)
+    else:
+        headers["X-Forwarded-Host"] = request.host
+        headers["X-Forwarded-Proto"] = request.scheme
     return headers
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _StreamedBody:
+    """The request body as an async iterator for the upstream request, counting bytes.
+
+    ``started`` tells whether any byte may have gone upstream (then a failed attempt cannot
+    be retried); ``too_large`` that the limit was crossed (the upload is aborted).
+    """
+
+    def __init__(self, request: web.Request, limit: int) -> None:
+        self._request = request
+        self._limit = limit
+        self.started = False
+        self.too_large = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        self.started = True
+        total = 0
+        async for chunk in self._request.content.iter_chunked(64 * 1024):
+            total += len(chunk)
+            if total > self._limit:
+                self.too_large = True
+                raise _BodyTooLarge
+            yield chunk
+
+
+def payload_too_large(limit: int) -> web.Response:
+    problem = {
+        "type": "https://caravanserai.dev/problems/payload-too-large",
+        "title": "Payload Too Large",
+        "status": 413,
+        "detail": f"request body exceeds the proxy's limit of {limit} bytes",
+    }
+    return web.Response(
+        status=413, text=json.dumps(problem), content_type="application/problem+json",
+        headers={"Connection": "close"},
+    )
 
 
 class IngressProxy:
@@ -192,7 +248,11 @@ class IngressProxy:
         *,
         connect_timeout: float = 5.0,
         read_timeout: float = 300.0,
+        max_body_bytes: int = 1024 * 1024 * 1024,
+        trust_forwarded: bool = False,
     ) -> None:
+        self.max_body_bytes = max_body_bytes
+        self.trust_forwarded = trust_forwarded
         self.table = table
         self.resolver = resolver
         self.connect_timeout = connect_timeout
@@ -215,15 +275,15 @@ class IngressProxy:
             await self._session.close()
 
     async def _upstream(
-        self, request: web.Request, ip: str, port: int, body: bytes
+        self, request: web.Request, ip: str, port: int, body: _StreamedBody | None
     ) -> aiohttp.ClientResponse:
         assert self._session is not None
         url = f"http://{ip}:{port}{request.rel_url}"
         return await self._session.request(
             request.method,
             url,
-            headers=forwarded_headers(request),
-            data=body if body else None,
+            headers=forwarded_headers(request, trust=self.trust_forwarded),
+            data=body.chunks() if body is not None else None,
             allow_redirects=False,
             timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=self.connect_timeout, sock_read=self.read_timeout
@@ -241,8 +301,10 @@ class IngressProxy:
                 request,
                 f'Service "{route.service}" of project "{route.project}" is not ready ({why}).',
             )
-        # Bodies are read whole so a connection refused by a stale IP can be retried.
-        body = await request.read()
+        if request.content_length is not None and request.content_length > self.max_body_bytes:
+            return payload_too_large(self.max_body_bytes)
+        # Streamed: a connection refused by a stale IP is retried only if no byte was sent.
+        body = _StreamedBody(request, self.max_body_bytes) if request.body_exists else None
         ip = self.table.ip(route.project, route.service)
         upstream: aiohttp.ClientResponse | None = None
         for attempt in range(2):
@@ -258,11 +320,17 @@ class IngressProxy:
             except (aiohttp.ClientConnectorError, TimeoutError) as exc:
                 log.info("backend unreachable", host=host, project=route.project,
                          service=route.service, ip=ip, error=str(exc))
+                if body is not None and body.started:
+                    break
                 continue
             except aiohttp.ClientError as exc:
                 log.info("backend error", host=host, project=route.project,
                          service=route.service, error=str(exc))
                 break
+        if body is not None and body.too_large:
+            if upstream is not None:
+                upstream.close()
+            return payload_too_large(self.max_body_bytes)
         if upstream is None:
             target = f"{route.service}:{route.port}"
             return bad_gateway(

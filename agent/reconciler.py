@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from agent import naming
-from agent.desired import ContainerSpec, ProjectPlan, SpecError, plan_project
+from agent.desired import ContainerSpec, HostPolicy, ProjectPlan, SpecError, plan_project
 from agent.ordering import completes, unmet_dependencies
 from agent.proxy import RouteTable, routes_for
 from agent.restarts import BackOff, RestartTracker, wants_restart
@@ -75,6 +75,7 @@ class ReconcilerSettings:
     restart_backoff: float = 10.0
     restart_backoff_max: float = 300.0
     restart_backoff_reset: float = 600.0
+    policy: HostPolicy = field(default_factory=HostPolicy)
 
 
 @dataclass
@@ -167,7 +168,7 @@ class ProjectReconciler:
         name = project.metadata.name
         plog = log.bind(project=name, generation=project.metadata.generation)
         try:
-            plan = plan_project(project, self.node)
+            plan = plan_project(project, self.node, self.settings.policy)
         except SpecError as exc:
             plog.warning("spec cannot be deployed", reason=exc.reason, error=exc.message)
             await self._report(project, [Failure(exc.reason, exc.message)], {})
@@ -330,8 +331,16 @@ class ProjectReconciler:
                 by_service[service] = info
         return by_service, stale
 
-    def _check_owner(self, kind: str, name: str, labels: dict[str, str]) -> None:
-        """Another node's copy of the project on a shared engine: wait for its sweep."""
+    def _check_owner(
+        self, kind: str, name: str, labels: dict[str, str], project: str
+    ) -> None:
+        """The object must be this project's. Another project's (names like ``a`` + ``b-c``
+        and ``a-b`` + ``c`` meet in ``a-b-c``) or one nobody manages is never stopped,
+        removed or reused: NameConflict, the project is Failed. Another node's copy of this
+        project on a shared engine: wait for its sweep."""
+        holder = labels.get(naming.LABEL_PROJECT)
+        if holder != project:
+            raise NameConflict(naming.conflict_message(kind, name, holder))
         owner = labels.get(naming.LABEL_NODE)
         if owner not in (None, self.node):
             raise ResourceBusy(
@@ -340,7 +349,7 @@ class ProjectReconciler:
 
     async def _ensure_network(self, plan: ProjectPlan) -> None:
         labels = await self.runtime.ensure_network(plan.network, plan.network_labels)
-        self._check_owner("network", plan.network, labels)
+        self._check_owner("network", plan.network, labels, plan.project)
         if plan.uid and labels.get(naming.LABEL_UID) not in (None, plan.uid):
             # Left by an earlier project of the same name (its containers are gone by now).
             log.info("replacing network of an earlier incarnation", project=plan.project)
@@ -351,13 +360,13 @@ class ProjectReconciler:
         async def one(volume_name: str, labels: dict[str, str]) -> Failure | None:
             try:
                 found = await self.runtime.ensure_volume(volume_name, labels)
-                self._check_owner("volume", volume_name, found)
+                self._check_owner("volume", volume_name, found, plan.project)
                 if plan.uid and found.get(naming.LABEL_UID) not in (None, plan.uid):
                     # Ephemeral data of an earlier incarnation must not leak into this one.
                     await self.runtime.remove_volume(volume_name)
                     await self.runtime.ensure_volume(volume_name, labels)
             except RuntimeFailure as exc:
-                return Failure("VolumeError", exc.message)
+                return Failure(exc.reason, exc.message)
             except ResourceBusy as exc:
                 busy.append(exc)
             return None
@@ -407,7 +416,11 @@ class ProjectReconciler:
             holder = await self.runtime.inspect_container(spec.name)
             if holder is not None:
                 if holder.labels.get(naming.LABEL_PROJECT) != spec.project:
-                    raise
+                    raise NameConflict(
+                        naming.conflict_message(
+                            "container", spec.name, holder.labels.get(naming.LABEL_PROJECT)
+                        )
+                    ) from None
                 if not _is_ours(holder, spec.project, self.node):
                     raise ResourceBusy(
                         f'container "{spec.name}" still belongs to node '
@@ -455,7 +468,7 @@ class ProjectReconciler:
         name = project.metadata.name
         self.routes.remove_project(name)
         try:
-            plan = plan_project(project, self.node)
+            plan = plan_project(project, self.node, self.settings.policy)
         except SpecError:
             return None
         observed = await self._observed_containers(plan)

@@ -91,13 +91,16 @@ async def open_tunnel(
     if service:
         params.append(("service", service))
     url = client.url(_project_path(project, "portforward"))
+    # Imported here: caractrl's start-up does not pay for the server-side module.
+    from caravanserai.connections import WS_MAX_MESSAGE_BYTES
+
     try:
         ws = await _session(client).ws_connect(
             url,
             params=params,
             timeout=aiohttp.ClientWSTimeout(ws_close=10),
             heartbeat=30,
-            max_msg_size=0,
+            max_msg_size=WS_MAX_MESSAGE_BYTES,
         )
     except aiohttp.WSServerHandshakeError as exc:
         # The handshake failed with an HTTP answer: aiohttp keeps only status and reason.

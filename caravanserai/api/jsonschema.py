@@ -120,11 +120,13 @@ _FIELD_DESCRIPTIONS: dict[tuple[str, str], str] = {
 
 _PORT = {"minimum": v.PORT_MIN, "maximum": v.PORT_MAX}
 _DNS_LABEL = {"minLength": 1, "maxLength": v.DNS_LABEL_MAX, "pattern": f"^{v.DNS_LABEL_PATTERN}$"}
+_ARG = {"type": "string", "maxLength": v.MAX_ARG_LENGTH, "pattern": f"^{v.NO_NUL_PATTERN}$"}
 
 # Constraints added to a property (to its non-null branch when it is nullable).
 _CONSTRAINTS: dict[tuple[str, str], dict[str, Any]] = {
     ("ObjectMeta", "name"): _DNS_LABEL,
     ("ObjectMeta", "labels"): {
+        "maxProperties": v.MAX_LABELS,
         "propertyNames": {"pattern": f"^{v.LABEL_KEY_PATTERN}$"},
         "additionalProperties": {
             "type": "string",
@@ -133,12 +135,24 @@ _CONSTRAINTS: dict[tuple[str, str], dict[str, Any]] = {
         },
     },
     ("ObjectMeta", "annotations"): {"propertyNames": {"pattern": f"^{v.LABEL_KEY_PATTERN}$"}},
-    ("ProjectSpec", "services"): {"minItems": 1},
+    ("ProjectSpec", "services"): {"minItems": 1, "maxItems": v.MAX_SERVICES},
+    ("ProjectSpec", "volumes"): {"maxItems": v.MAX_VOLUMES},
+    ("ProjectSpec", "ingress"): {"maxItems": v.MAX_INGRESS},
+    ("ServiceDef", "env"): {"maxItems": v.MAX_ENV},
+    ("ServiceDef", "ports"): {"maxItems": v.MAX_PORTS},
+    ("ServiceDef", "volumeMounts"): {"maxItems": v.MAX_VOLUME_MOUNTS},
+    ("ServiceDef", "command"): {"maxItems": v.MAX_ARGS, "items": _ARG},
+    ("ServiceDef", "entrypoint"): {"maxItems": v.MAX_ARGS, "items": _ARG},
+    ("EnvVar", "value"): _ARG,
     ("ServiceDef", "name"): _DNS_LABEL,
     ("ServiceDef", "image"): {"minLength": 1, "pattern": f"^{v.IMAGE_REFERENCE_PATTERN}$"},
     ("EnvVar", "name"): {"minLength": 1, "pattern": f"^{v.ENV_NAME_PATTERN}$"},
     ("VolumeMount", "name"): {"minLength": 1},
-    ("VolumeMount", "mountPath"): {"pattern": "^/"},
+    ("VolumeMount", "mountPath"): {
+        "maxLength": v.MAX_PATH_LENGTH,
+        # Absolute, and not the root however spelt ("/", "//", "/./").
+        "pattern": r"^/[^\u0000]*[^/.\u0000][^\u0000]*$",
+    },
     ("PortMapping", "containerPort"): _PORT,
     ("PortMapping", "hostPort"): _PORT,
     ("VolumeDef", "name"): _DNS_LABEL,
@@ -199,6 +213,13 @@ def render(schema: dict[str, Any]) -> str:
     return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
 
 
+def constrain(name: str, schema: dict[str, Any]) -> None:
+    """Add to model ``name``'s generated schema what validation enforces beyond types
+    (patterns, lengths, item counts, required fields, closed objects); used for the
+    published JSON Schemas and the OpenAPI document alike."""
+    _post_process(name, schema)
+
+
 def _post_process(name: str, schema: dict[str, Any]) -> None:
     schema["title"] = name
     if name in _MODEL_DESCRIPTIONS and "description" not in schema:
@@ -212,6 +233,7 @@ def _post_process(name: str, schema: dict[str, Any]) -> None:
             prop["description"] = _FIELD_DESCRIPTIONS[(name, prop_name)]
         if (name, prop_name) in _CONSTRAINTS:
             _non_null(prop).update(copy.deepcopy(_CONSTRAINTS[(name, prop_name)]))
+    _no_nul(schema)
     required = set(schema.get("required", [])) | set(_REQUIRED.get(name, []))
     if required:
         schema["required"] = [p for p in properties if p in required]  # in property order
@@ -220,6 +242,25 @@ def _post_process(name: str, schema: dict[str, Any]) -> None:
     items = sorted(schema.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99)
     schema.clear()
     schema.update(items)
+
+
+def _no_nul(node: Any) -> None:
+    """Every free-text string refuses NUL (PostgreSQL cannot store it: the server says 422)."""
+    if isinstance(node, dict):
+        if (
+            node.get("type") == "string"
+            and not {"pattern", "enum", "const", "format"} & node.keys()
+        ):
+            node["pattern"] = f"^{v.NO_NUL_PATTERN}$"
+        for key, child in node.items():
+            if key != "properties":
+                _no_nul(child)
+            else:
+                for prop in child.values():
+                    _no_nul(prop)
+    elif isinstance(node, list):
+        for child in node:
+            _no_nul(child)
 
 
 def _non_null(prop: dict[str, Any]) -> dict[str, Any]:

@@ -38,6 +38,12 @@ Rules and their messages:
   project; an ingress targets an existing service on a port 1-65535, its host is a DNS label
   or a lowercase dotted hostname (at most 253 characters) used by no other rule;
   ``expireAt`` is an RFC 3339 timestamp with an offset.
+* Bounds (``LIST_LIMITS``, ``MAX_LABELS``, ``MAX_ARG_LENGTH``, ``MAX_PATH_LENGTH``): at most
+  256 labels, 128 services, volumes and ingress rules, and per service 1024 env entries, 256
+  ports, 128 mounts, 4096 command/entrypoint items; an env value or argument at most 131072
+  characters, a mount path at most 4096.
+* Text: no string or key anywhere may hold NUL or a lone surrogate (PostgreSQL stores
+  neither); checked first, with the field path (``text_errors``).
 * Node: ``spec.hostname``, when set, is a hostname (letters of either case: machine names often
   have capitals); ``status.network.agentPort`` / ``proxyPort`` are 1-65535.
 """
@@ -72,6 +78,31 @@ ANNOTATIONS_MAX_BYTES = 256 * 1024
 IMAGE_NAME_MAX = 255  # distribution/reference NameTotalLengthMax (the part before tag/digest)
 PORT_MIN, PORT_MAX = 1, 65535
 
+# Counts and sizes. Kubernetes bounds label syntax and annotation bytes and leaves the rest
+# to its 1.5 MiB object limit; we bound each list too, so a 25,000-service project is a 422
+# naming the field, not a node's worth of containers. A normal project is far below each.
+MAX_LABELS = 256
+MAX_SERVICES = 128
+MAX_VOLUMES = 128
+MAX_INGRESS = 128
+MAX_ENV = 1024
+MAX_PORTS = 256
+MAX_VOLUME_MOUNTS = 128
+MAX_ARGS = 4096  # command / entrypoint items
+# Characters, not bytes, so JSON Schema's maxLength states exactly the same bound.
+MAX_ARG_LENGTH = 128 * 1024  # Linux MAX_ARG_STRLEN (bytes): one argv or environment string
+MAX_PATH_LENGTH = 4096  # PATH_MAX
+LIST_LIMITS: dict[str, int] = {
+    "spec.services": MAX_SERVICES,
+    "spec.volumes": MAX_VOLUMES,
+    "spec.ingress": MAX_INGRESS,
+    "env": MAX_ENV,
+    "ports": MAX_PORTS,
+    "volumeMounts": MAX_VOLUME_MOUNTS,
+    "command": MAX_ARGS,
+    "entrypoint": MAX_ARGS,
+}
+
 DNS_LABEL_PATTERN = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
 """RFC 1123 label: lowercase alphanumerics and '-', ≤63, alphanumeric at both ends."""
 
@@ -83,6 +114,10 @@ LABEL_KEY_PATTERN = rf"(?:{HOSTNAME_PATTERN}/)?{_QUALIFIED_NAME}"
 """Kubernetes qualified name: optional DNS-subdomain prefix and '/', then the name part."""
 
 LABEL_VALUE_PATTERN = rf"(?:{_QUALIFIED_NAME})?"
+
+NO_NUL_PATTERN = r"[^\u0000]*"
+"""Any text PostgreSQL can store (``text_problem`` also refuses lone surrogates, which JSON
+Schema cannot tell apart)."""
 
 ENV_NAME_PATTERN = r"[-._a-zA-Z][-._a-zA-Z0-9]*"
 """Environment variable names, as Kubernetes: POSIX names plus '.' and '-' (Compose allows them)."""
@@ -144,6 +179,16 @@ MSG_ROOT_PATH = 'must not be "/"'
 MSG_PORT = f"must be between {PORT_MIN} and {PORT_MAX}"
 MSG_TIMESTAMP = "must be an RFC 3339 timestamp with a time zone offset"
 MSG_NO_SERVICES = "must have at least one service"
+MSG_NUL = "must not contain the NUL character (U+0000)"
+MSG_SURROGATE = "must be valid Unicode (no lone surrogate code points)"
+
+
+def msg_too_many(limit: int) -> str:
+    return f"must have at most {limit} items"
+
+
+def msg_too_long(limit: int) -> str:
+    return f"must be at most {limit} characters"
 
 _KINDS: dict[str, type[Project] | type[Node]] = {k: r.model for k, r in KINDS.items()}
 
@@ -208,6 +253,51 @@ def validate_name(name: object, field: str = "metadata.name") -> list[FieldError
     return []
 
 
+def text_problem(value: str) -> str | None:
+    """Why PostgreSQL would refuse ``value`` (NUL in text/jsonb, a lone surrogate in UTF-8),
+    or None. One definition for bodies, path segments and query parameters."""
+    if "\x00" in value:
+        return MSG_NUL
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return MSG_SURROGATE
+    return None
+
+
+def text_errors(value: Any, path: str = "") -> list[FieldError]:
+    """Every string (value or object key) in a JSON document that PostgreSQL cannot store,
+    with its field path (``metadata.annotations[a]``, ``spec.services[0].env[1].value``)."""
+    errors: list[FieldError] = []
+    stack: list[tuple[str, Any]] = [(path, value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, str):
+            if (problem := text_problem(item)) is not None:
+                errors.append(FieldError(field=where or "(body)", message=problem))
+        elif isinstance(item, Mapping):
+            for key, child in item.items():
+                key = str(key)
+                key_problem = text_problem(key)
+                shown = key if key_problem is None else ascii(key)[1:-1]
+                child_path = (
+                    f"{where}[{shown}]" if where.endswith(_MAP_FIELDS) or key_problem
+                    else (f"{where}.{shown}" if where else shown)
+                )
+                if key_problem is not None:
+                    errors.append(FieldError(field=child_path, message=key_problem))
+                    continue
+                stack.append((child_path, child))
+        elif isinstance(item, list):
+            stack.extend((f"{where}[{i}]", child) for i, child in enumerate(item))
+    errors.reverse()
+    return errors
+
+
+# Maps whose keys are data (shown in brackets, as the rule pass spells them), not fields.
+_MAP_FIELDS = ("labels", "annotations")
+
+
 # --------------------------------------------------------------------------------------------
 # The public entry points.
 
@@ -227,6 +317,10 @@ def parse_resource(data: Any, *, kind: str | None = None) -> Project | Node:
         raw = _plain(data, 0)
     except _TooDeep:
         raise BadRequest(f"the manifest nests deeper than {_MAX_DEPTH} levels") from None
+    if text := text_errors(raw):
+        # Checked first: such strings cannot reach the store, and the other passes would
+        # report them confusingly (or not at all).
+        raise Invalid(_invalid_detail(kind, raw), _in_document_order(raw, _dedupe(text)))
 
     errors = _check_type_meta(raw, kind)
     raw_kind = raw.get("kind")
@@ -295,6 +389,8 @@ def _plain(value: Any, depth: int) -> Any:
         return {_key(k): _plain(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(v, depth + 1) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # JSON Schema: a number with a zero fractional part is an integer
     if value is None or isinstance(value, str | int | float):  # bool is an int
         return value
     if isinstance(value, datetime | date):
@@ -466,6 +562,9 @@ def _check_metadata(meta: Any) -> _Errors:
         errs += validate_name(name)
     labels = meta.get("labels")
     if isinstance(labels, Mapping):
+        if len(labels) > MAX_LABELS:
+            errs.add("metadata.labels", f"must have at most {MAX_LABELS} labels")
+            return errs
         for key, value in labels.items():
             if not is_label_key(key):
                 errs.add(f"metadata.labels[{key}]", MSG_LABEL_KEY)
@@ -527,12 +626,30 @@ def _check_port(errs: _Errors, value: Any, field: str) -> None:
         errs.add(field, MSG_PORT)
 
 
+def _check_count(errs: _Errors, value: Any, field: str) -> bool:
+    """A list within its ``LIST_LIMITS`` bound (keyed by the field's last name)."""
+    limit = LIST_LIMITS.get(field) or LIST_LIMITS[field.rpartition(".")[2]]
+    if isinstance(value, list) and len(value) > limit:
+        errs.add(field, msg_too_many(limit))
+        return False
+    return True
+
+
+def _check_length(errs: _Errors, value: Any, field: str, limit: int) -> None:
+    if isinstance(value, str) and len(value) > limit:
+        errs.add(field, msg_too_long(limit))
+
+
 def _check_project(obj: Mapping[str, Any]) -> _Errors:
     errs = _check_metadata(obj.get("metadata"))
     spec = obj.get("spec")
     if not isinstance(spec, Mapping):
         return errs
 
+    fields = ("services", "volumes", "ingress")
+    counts = [_check_count(errs, spec.get(f), f"spec.{f}") for f in fields]
+    if not all(counts):
+        return errs  # a flood of items is not worth reading item by item
     volumes = spec.get("volumes")
     seen_volumes: set[str] = set()
     for path, volume in _items(volumes, "spec.volumes"):
@@ -568,6 +685,14 @@ def _check_service(
     declared_volumes: set[str] | None,
     host_ports: set[tuple[int, str]],
 ) -> None:
+    for field in ("env", "ports", "volumeMounts", "command", "entrypoint"):
+        if not _check_count(errs, service.get(field), f"{path}.{field}"):
+            return
+    for field in ("command", "entrypoint"):
+        args = service.get(field)
+        if isinstance(args, list):
+            for i, arg in enumerate(args):
+                _check_length(errs, arg, f"{path}.{field}[{i}]", MAX_ARG_LENGTH)
     image = service.get("image")
     if image == "":
         errs.add(f"{path}.image", MSG_EMPTY)
@@ -586,6 +711,7 @@ def _check_service(
         elif name in env_names:
             errs.add(f"{env_path}.name", f'duplicate environment variable "{name}"')
         env_names.add(name)
+        _check_length(errs, env.get("value"), f"{env_path}.value", MAX_ARG_LENGTH)
 
     mount_paths: set[str] = set()
     for mpath, mount in _items(service.get("volumeMounts"), f"{path}.volumeMounts"):
@@ -598,6 +724,9 @@ def _check_service(
             errs.add(f"{mpath}.name", f'volume "{name}" is not declared in spec.volumes')
         target = mount.get("mountPath")
         if not isinstance(target, str):
+            continue
+        if len(target) > MAX_PATH_LENGTH:
+            errs.add(f"{mpath}.mountPath", msg_too_long(MAX_PATH_LENGTH))
             continue
         normal = posixpath.normpath(target) if target.startswith("/") else target
         if normal.startswith("//"):  # normpath keeps a leading "//" (POSIX allows it)

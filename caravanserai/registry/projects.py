@@ -31,7 +31,7 @@ from caravanserai.api.problems import (
 from caravanserai.api.project import Project, ProjectPhase, ProjectStatus
 from caravanserai.api.validation import is_dns_label, validate_project
 from caravanserai.logging import get_logger
-from caravanserai.registry import lifecycle
+from caravanserai.registry import collisions, lifecycle
 from caravanserai.registry.base import KindRegistry, revision_of, timestamp
 from caravanserai.store.types import Mutator, Obj
 
@@ -83,7 +83,10 @@ class ProjectRegistry(KindRegistry[Project]):
     async def create(self, project: Project) -> Project:
         """Store a new Pending project; Invalid (422) for a bad one, AlreadyExists (409)."""
         _validate(project)
-        created = await self._create(self.new_object(project))
+        obj = self.new_object(project)
+        # Docker names and ingress hosts that another project already holds: 409 naming it.
+        await collisions.check_project(self.store, project.metadata.name, obj["spec"])
+        created = await self._create(obj)
         log.info("project.created", kind="Project", name=created.metadata.name,
                  revision=created.metadata.resource_version)
         return created
@@ -93,6 +96,7 @@ class ProjectRegistry(KindRegistry[Project]):
         _validate(project)
         name = project.metadata.name
         spec = project.spec.to_wire()
+        await collisions.check_project(self.store, name, spec)
         labels = dict(project.metadata.labels)
         annotations = dict(project.metadata.annotations)
         now = utcnow()

@@ -39,6 +39,7 @@ from caravanserai.registry import Registries
 from caravanserai.server.config import ServerConfig
 from caravanserai.server.dryrun import DryRunStore, dry_run_middleware
 from caravanserai.server.httputil import json_response
+from caravanserai.server.inputs import request_text_middleware
 from caravanserai.server.metrics import METRICS_CONTENT_TYPE, Metrics, observe_middleware
 from caravanserai.server.models import PhasePatch, VersionInfo
 from caravanserai.server.openapi import build_openapi
@@ -496,7 +497,8 @@ def _auth_middleware(config: ServerConfig) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path not in _PUBLIC_PATHS and not is_ui_path(request.path):
-            given = request.headers.get(hdrs.AUTHORIZATION, "").encode()
+            # surrogateescape: a non-UTF-8 header is a wrong token (401), not a 500.
+            given = request.headers.get(hdrs.AUTHORIZATION, "").encode("utf-8", "surrogateescape")
             # Constant time: the comparison must not tell how much of a guess was right.
             if not hmac.compare_digest(given, expected):
                 raise Unauthorized(
@@ -522,6 +524,7 @@ def create_app(
         middlewares=[
             observe_middleware(metrics),
             problem_middleware,
+            request_text_middleware,
             *([_auth_middleware(config)] if config.api_token else []),
             _timeout_middleware(config),
             dry_run_middleware,

@@ -23,6 +23,7 @@ from caravanserai.api.problems import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from caravanserai.api.validation import text_errors
 
 JSON_TYPES = frozenset({"application/json"})
 YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
@@ -88,9 +89,16 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _number(text: str) -> float | int:
+    """JSON numbers with a zero fractional part are integers (JSON Schema: ``1.0`` is a valid
+    ``integer``), so ``"containerPort": 80.0`` means 80, as the published schema says."""
+    value = float(text)
+    return int(value) if value.is_integer() else value
+
+
 def _load_json(raw: bytes) -> Any:
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        return json.loads(raw, parse_constant=_reject_constant, parse_float=_number)
     except json.JSONDecodeError as exc:
         raise BadRequest(
             f"malformed JSON: {exc.msg} (line {exc.lineno} column {exc.colno})"
@@ -126,14 +134,21 @@ async def read_document(
             return None
         raise BadRequest("request body is empty")
     if _is_json(content_type):
-        return _load_json(raw)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest("request body is not UTF-8") from None
-    if len(raw) > _THREAD_THRESHOLD:
-        return await asyncio.to_thread(_load_yaml, text)
-    return _load_yaml(text)
+        document = _load_json(raw)
+    else:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("request body is not UTF-8") from None
+        if len(raw) > _THREAD_THRESHOLD:
+            document = await asyncio.to_thread(_load_yaml, text)
+        else:
+            document = _load_yaml(text)
+    # Every body, whatever its route (manifests, status, heartbeats): PostgreSQL refuses NUL
+    # and lone surrogates, which must be a 422 naming the field, not a DataError 500.
+    if errors := text_errors(document):
+        raise Invalid("the document holds characters that cannot be stored", errors)
+    return document
 
 
 def render_loc(loc: tuple[Any, ...], prefix: str = "") -> str:

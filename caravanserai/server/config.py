@@ -30,6 +30,10 @@ value, and an explicitly empty or false value counts.
 | watch_queue_bytes | ``CARA_WATCH_QUEUE_BYTES`` | ``watch_queue_bytes`` | - | 16 MiB |
 | watch_future_wait | ``CARA_WATCH_FUTURE_WAIT`` | ``watch_future_wait`` | - | 3 s |
 | workers | ``CARA_WORKERS`` | ``workers`` | ``--workers`` | 1 (``auto``: one per CPU) |
+| header_timeout | ``CARA_HEADER_TIMEOUT`` | ``header_timeout`` | - | 30 s |
+| idle_timeout | ``CARA_IDLE_TIMEOUT`` | ``idle_timeout`` | - | 75 s |
+| max_connections | ``CARA_MAX_CONNECTIONS`` | ``max_connections`` | - | 4096 |
+| ws_max_message_bytes | ``CARA_WS_MAX_MESSAGE_BYTES`` | ``ws_max_message_bytes`` | - | 4194304 |
 
 ``config.yaml`` keys may also be written as the environment names (``DATABASE_URL:``).
 """
@@ -142,6 +146,10 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("watch_queue_bytes", "CARA_WATCH_QUEUE_BYTES", _parse_positive_int),
     _Setting("watch_future_wait", "CARA_WATCH_FUTURE_WAIT", _parse_non_negative_seconds),
     _Setting("workers", "CARA_WORKERS", _parse_workers),
+    _Setting("header_timeout", "CARA_HEADER_TIMEOUT", _parse_seconds),
+    _Setting("idle_timeout", "CARA_IDLE_TIMEOUT", _parse_seconds),
+    _Setting("max_connections", "CARA_MAX_CONNECTIONS", _parse_positive_int),
+    _Setting("ws_max_message_bytes", "CARA_WS_MAX_MESSAGE_BYTES", _parse_positive_int),
 )
 _BY_NAME = {s.name: s for s in _SETTINGS}
 _BY_ENV = {s.env: s for s in _SETTINGS}
@@ -189,6 +197,14 @@ class ServerConfig:
     watch_future_wait: float = 3.0
     # Server processes on the one port (caravanserai/server/workers.py).
     workers: int = 1
+    # Connection limits (caravanserai.connections): a request head must arrive within
+    # header_timeout, a keep-alive connection idle longer than idle_timeout is closed, and
+    # past max_connections a new connection gets 503. WebSocket messages (port-forward) are
+    # at most ws_max_message_bytes on the relay's both sides.
+    header_timeout: float = 30.0
+    idle_timeout: float = 75.0
+    max_connections: int = 4096
+    ws_max_message_bytes: int = 4 * 1024 * 1024
     # Where each value came from ("default", "config.yaml", ".env", "environment", "flag"),
     # for error messages and the startup log.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)

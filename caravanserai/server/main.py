@@ -25,6 +25,12 @@ import psycopg
 from aiohttp import web
 
 import caravanserai
+from caravanserai.connections import (
+    ConnectionLimits,
+    LimitedAppRunner,
+    install_accept_error_limiter,
+    raise_file_limit,
+)
 from caravanserai.logging import configure_logging, get_logger
 from caravanserai.server.app import CleanupContext, create_app
 from caravanserai.server.config import (
@@ -212,8 +218,16 @@ async def _serve(
         app = create_app(config, store, extra_startup=extra_startup)
         if tracing_middleware is not None:
             app.middlewares.insert(0, tracing_middleware)
-        runner = web.AppRunner(
+        install_accept_error_limiter(asyncio.get_running_loop())
+        raise_file_limit(config.max_connections + 1024)  # + pool, watches' own, logs
+        runner = LimitedAppRunner(
             app,
+            limits=ConnectionLimits(
+                header_timeout=config.header_timeout,
+                idle_timeout=config.idle_timeout,
+                max_connections=config.max_connections,
+            ),
+            what="cara-server",
             handle_signals=False,
             shutdown_timeout=config.shutdown_timeout,
             access_log=None,  # our middleware logs each request (with its duration)

@@ -14,7 +14,9 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 import caravanserai
+from caravanserai.api.jsonschema import constrain
 from caravanserai.api.problems import PROBLEM_CONTENT_TYPE, Problem
+from caravanserai.api.validation import NO_NUL_PATTERN
 from caravanserai.server.routing import RouteSpec, Schema
 
 REF = "#/components/schemas/{model}"
@@ -68,13 +70,40 @@ def _parameter(param: Any) -> dict[str, Any]:
         "required": param.required or param.location == "path",
         "description": param.description,
     }
+    schema = dict(param.schema)
+    if schema.get("type") == "string" and not {"pattern", "enum", "format"} & schema.keys():
+        # The server refuses NUL in a path or query parameter (400): say so.
+        schema["pattern"] = f"^{NO_NUL_PATTERN}$"
     if param.repeated:
-        out["schema"] = {"type": "array", "items": param.schema}
+        out["schema"] = {"type": "array", "items": schema}
         out["style"] = "form"
         out["explode"] = True
     else:
-        out["schema"] = param.schema
+        out["schema"] = schema
     return out
+
+
+def _add_links(paths: dict[str, dict[str, Any]]) -> None:
+    """OpenAPI links from each create (201) to the get, update, delete and subresource
+    operations of the created object by name, so stateful testing (and tooling) can follow
+    them: ``$response.body#/metadata/name`` feeds the ``name`` path parameter."""
+    for path, operations in paths.items():
+        created = operations.get("post", {}).get("responses", {}).get("201")
+        if created is None:
+            continue
+        links: dict[str, Any] = {}
+        for item_path, item_ops in paths.items():
+            # The object and its status; not the streams (logs, port-forward need an agent).
+            if item_path not in (f"{path}/{{name}}", f"{path}/{{name}}/status"):
+                continue
+            for method, op in sorted(item_ops.items()):
+                if method in ("get", "put", "patch", "delete", "post"):
+                    links[op["operationId"]] = {
+                        "operationId": op["operationId"],
+                        "parameters": {"name": "$response.body#/metadata/name"},
+                    }
+        if links:
+            created["links"] = links
 
 
 def build_openapi(routes: list[RouteSpec], *, server_url: str | None = None) -> dict[str, Any]:
@@ -85,6 +114,10 @@ def build_openapi(routes: list[RouteSpec], *, server_url: str | None = None) -> 
     )
     refs = {model: mapping[(model, "validation")] for model in models}
     schemas: dict[str, Any] = dict(top.get("$defs", {}))
+    # The same constraints, closed objects and required fields as the published JSON
+    # Schemas (schemas/*.json): the document must refuse what validation refuses.
+    for name, schema in schemas.items():
+        constrain(name, schema)
 
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
@@ -124,6 +157,7 @@ def build_openapi(routes: list[RouteSpec], *, server_url: str | None = None) -> 
         operation.update(route.extra)
         paths.setdefault(route.path, {})[route.method.lower()] = operation
 
+    _add_links(paths)
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {

@@ -210,7 +210,9 @@ async def portforward(request: web.Request) -> web.StreamResponse:
     try:
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT * 2):
-                upstream = await session.ws_connect(url, heartbeat=30, max_msg_size=0)
+                upstream = await session.ws_connect(
+                    url, heartbeat=30, max_msg_size=request.app[CONFIG].ws_max_message_bytes
+                )
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status in (400, 404, 503):
                 raise error_from_problem(
@@ -223,7 +225,10 @@ async def portforward(request: web.Request) -> web.StreamResponse:
             raise BadGateway(
                 f'cannot reach the agent of node "{target.node}" at {target.base_url}: {exc}'
             ) from None
-        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=0)
+        # A bigger message closes the tunnel (1009) instead of being buffered whole.
+        ws = web.WebSocketResponse(
+            heartbeat=30, max_msg_size=request.app[CONFIG].ws_max_message_bytes
+        )
         await ws.prepare(request)
         log.info("relay.portforward_opened", project=target.project, service=target.service,
                  port=port, node=target.node)

@@ -225,18 +225,34 @@ def _promoted(obj: Obj) -> dict[str, Any]:
     }
 
 
+_TOKEN_MAX_BYTES = 1024
+
+
 def _encode_token(kind: str, revision: int, name: str) -> str:
     raw = json.dumps({"k": kind, "r": revision, "n": name}, separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
 def _decode_token(token: str, kind: str) -> tuple[int, str]:
+    # The token is client input: anything but the exact shape we issue is a 400 (nested
+    # JSON would recurse, 1e999 overflow int(), a NUL reach PostgreSQL as a DataError).
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        data = json.loads(raw)
-        revision, name, token_kind = int(data["r"]), str(data["n"]), data["k"]
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        data = json.loads(raw) if len(raw) <= _TOKEN_MAX_BYTES else None
+    except (ValueError, RecursionError, binascii.Error) as exc:
         raise BadRequest("invalid continue token") from exc
+    if not isinstance(data, dict):
+        raise BadRequest("invalid continue token")
+    revision, name, token_kind = data.get("r"), data.get("n"), data.get("k")
+    if (
+        not isinstance(revision, int)
+        or isinstance(revision, bool)
+        or not 0 <= revision < 2**63
+        or not isinstance(name, str)
+        or not name.isprintable()
+        or len(name) > 253
+    ):
+        raise BadRequest("invalid continue token")
     if token_kind != kind:
         raise BadRequest("continue token belongs to another kind")
     return revision, name

@@ -44,3 +44,69 @@ async def test_no_token_means_open() -> None:
         assert (await client.get("/api/v1/logs/p/web")).status == 404
     finally:
         await client.close()
+
+
+async def test_a_non_utf8_authorization_header_is_a_401_not_a_500() -> None:
+    import asyncio
+
+    client = await _client("t0ken")
+    try:
+        server = client.server
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(b"GET /api/v1/logs/p/web HTTP/1.1\r\nHost: x\r\n"
+                     b"Authorization: Bearer \xff\xfe\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        async with asyncio.timeout(10):
+            status_line = await reader.readline()
+        writer.close()
+        assert status_line.split()[1] == b"401", status_line
+    finally:
+        await client.close()
+
+
+async def test_a_websocket_message_past_the_limit_closes_the_tunnel() -> None:
+    """Why (issue 12): a 1 GiB WebSocket message through port-forward was buffered whole.
+    The agent's hop now closes the tunnel with 1009 (message too big) past its limit."""
+    import asyncio
+
+    import aiohttp
+
+    from agent.runtime import ContainerInfo
+
+    received: list[bytes] = []
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            received.append(data)
+            writer.write(data)
+        writer.close()
+
+    backend = await asyncio.start_server(echo, "127.0.0.1", 0)
+    port = backend.sockets[0].getsockname()[1]
+
+    class _OneContainer:
+        async def inspect_container(self, name: str) -> ContainerInfo:
+            return ContainerInfo("id", name, {"cara.project": "p", "cara.service": "web",
+                                  "cara.node": "node-1"},
+                                 "running", ips={"cara-p": "127.0.0.1"})
+
+    api = AgentAPI(cast(Runtime, _OneContainer()), "node-1", ws_max_message_bytes=1024)
+    client: TestClient[Any, Any] = TestClient(TestServer(api.app))
+    await client.start_server()
+    try:
+        ws = await client.ws_connect(f"/api/v1/forward/p/web/{port}")
+        await ws.send_bytes(b"small")
+        async with asyncio.timeout(10):
+            msg = await ws.receive()
+        assert msg.data == b"small"
+        await ws.send_bytes(b"x" * 2048)
+        async with asyncio.timeout(10):
+            msg = await ws.receive()
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
+                            aiohttp.WSMsgType.CLOSING)
+        assert ws.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+        assert b"x" * 2048 not in b"".join(received)
+        await ws.close()
+    finally:
+        await client.close()
+        backend.close()

@@ -109,3 +109,38 @@ def test_diff_services() -> None:
     assert diff_services(plan, hashes) == ([], [], ["db", "web"], [])
     changed = {"db": "other", "web": hashes["web"], "old": "x"}
     assert diff_services(plan, changed) == ([], ["db"], ["web"], ["old"])
+
+
+def _web_on(port: int) -> list[dict[str, Any]]:
+    return [{"name": "web", "image": "cara-test/web:latest",
+             "ports": [{"containerPort": 80, "hostPort": port}]}]
+
+
+def test_containers_get_no_new_privileges_and_node_default_limits() -> None:
+    from agent.desired import HostPolicy
+
+    plain = plan_project(project(), "n").containers[0]
+    assert plain.create_config()["HostConfig"]["SecurityOpt"] == ["no-new-privileges:true"]
+    assert "Memory" not in plain.create_config()["HostConfig"]
+    policy = HostPolicy(default_memory_bytes=256 * 1024**2, default_pids_limit=200)
+    limited = plan_project(project(), "n", policy).containers[0]
+    host = limited.create_config()["HostConfig"]
+    assert (host["Memory"], host["PidsLimit"]) == (256 * 1024**2, 200)
+    # A node's limits changing recreates the containers (the hash covers them).
+    assert limited.config_hash != plain.config_hash
+
+
+def test_host_ports_of_the_agent_and_below_the_minimum_are_refused() -> None:
+    from agent.desired import HostPolicy
+
+    policy = HostPolicy(reserved_ports=frozenset({9090, 8081}), min_host_port=1024)
+    with pytest.raises(SpecError) as err:
+        plan_project(project(services=_web_on(9090)), "n", policy)
+    assert err.value.reason == "PortConflict" and "agent's own" in err.value.message
+    with pytest.raises(SpecError) as err:
+        plan_project(project(services=_web_on(80)), "n", policy)
+    assert err.value.reason == "PortConflict" and "minimum host port 1024" in err.value.message
+    # Allowed for a listed project, and anything at or above the minimum.
+    allowed = HostPolicy(min_host_port=1024, low_port_projects=frozenset({"shop"}))
+    assert plan_project(project(services=_web_on(80)), "n", allowed).containers
+    assert plan_project(project(services=_web_on(1024)), "n", policy).containers

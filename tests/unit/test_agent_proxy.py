@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -103,9 +104,85 @@ async def test_routes_by_host_with_forwarded_headers(upstream: TestServer, proxy
     assert got["method"] == "POST" and got["body"] == "hello"
     headers = got["headers"]
     assert headers["Host"] == "admin.dev.cara.local:8081"  # the inbound Host is kept
-    assert headers["X-Forwarded-For"] == "1.2.3.4, 127.0.0.1"
+    # The client's own X-Forwarded-For is not trusted: the backend sees the real peer.
+    assert headers["X-Forwarded-For"] == "127.0.0.1"
     assert headers["X-Forwarded-Host"] == "admin.dev.cara.local:8081"
     assert headers["X-Forwarded-Proto"] == "http"
+
+
+async def _through(upstream: TestServer, *, trust: bool, **headers: str) -> dict[str, str]:
+    table = RouteTable()
+    table.set_project("p", [route("a.test", port=upstream.port)], {"web": "127.0.0.1"})
+
+    async def resolver(project: str, service: str) -> str | None:
+        return None
+
+    server = TestServer(IngressProxy(table, resolver, trust_forwarded=trust).app,
+                        host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as s, s.get(
+            server.make_url("/"), headers={"Host": "a.test", **headers}
+        ) as resp:
+            assert resp.status == 200
+            return dict((await resp.json())["headers"])
+    finally:
+        await server.close()
+
+
+async def test_client_forwarding_headers_are_ignored_unless_trusted(
+    upstream: TestServer,
+) -> None:
+    spoof = {"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Host": "bank.example",
+             "X-Forwarded-Proto": "https", "Forwarded": "for=6.6.6.6"}
+    got = await _through(upstream, trust=False, **spoof)
+    assert got["X-Forwarded-For"] == "127.0.0.1"
+    assert got["X-Forwarded-Host"] == "a.test"
+    assert got["X-Forwarded-Proto"] == "http"
+    assert "Forwarded" not in got
+    got = await _through(upstream, trust=True, **spoof)
+    assert got["X-Forwarded-For"] == "6.6.6.6, 127.0.0.1"
+    assert got["X-Forwarded-Host"] == "bank.example"
+    assert got["X-Forwarded-Proto"] == "https"
+
+
+@pytest.fixture
+async def small_proxy(
+    upstream: TestServer,
+) -> AsyncIterator[TestServer]:
+    table = RouteTable()
+    table.set_project("p", [route("up.test", port=upstream.port)], {"web": "127.0.0.1"})
+
+    async def resolver(project: str, service: str) -> str | None:
+        return None
+
+    server = TestServer(IngressProxy(table, resolver, max_body_bytes=1000).app,
+                        host="127.0.0.1")
+    await server.start_server()
+    yield server
+    await server.close()
+
+
+async def test_a_body_past_the_limit_is_a_413(small_proxy: TestServer) -> None:
+    async def chunked(n: int) -> AsyncIterator[bytes]:
+        for _ in range(n):
+            yield b"x" * 100
+
+    async with aiohttp.ClientSession() as s:
+        # Declared too large: refused before anything is read or sent.
+        async with s.post(small_proxy.make_url("/"), data=b"x" * 1001,
+                          headers={"Host": "up.test"}) as resp:
+            assert resp.status == 413
+            assert resp.content_type == "application/problem+json"
+        # Chunked (no Content-Length): refused when the limit is crossed.
+        async with s.post(small_proxy.make_url("/"), data=chunked(50),
+                          headers={"Host": "up.test"}) as resp:
+            assert resp.status == 413
+        # Within the limit, streamed through whole.
+        async with s.post(small_proxy.make_url("/"), data=chunked(10),
+                          headers={"Host": "up.test"}) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["body"] == "x" * 1000
 
 
 async def fetch(server: TestServer, host: str, **headers: str) -> tuple[int, str, str]:
@@ -150,3 +227,60 @@ async def test_removed_project_has_no_route(upstream: TestServer, proxy: tuple) 
     assert (await fetch(server, "gone.test"))[0] == 200
     table.remove_project("p")
     assert (await fetch(server, "gone.test"))[0] == 502
+
+
+async def test_bodies_are_streamed_not_held_whole() -> None:
+    """Why (issue 12): a 1.5 GiB POST made the proxy hold 2.2 GB. The backend now gets the
+    first chunk while the client still holds back the rest, and the client reads the first
+    bytes of the answer while the backend still holds back the rest."""
+    first_in = asyncio.Event()
+    release_upload = asyncio.Event()
+    release_download = asyncio.Event()
+
+    async def backend(request: web.Request) -> web.StreamResponse:
+        received = 0
+        async for chunk in request.content.iter_any():
+            received += len(chunk)
+            first_in.set()
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        await resp.write(f"got {received};".encode())
+        await release_download.wait()
+        await resp.write(b"end")
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/", backend)
+    up = TestServer(app, host="127.0.0.1")
+    await up.start_server()
+    table = RouteTable()
+    table.set_project("p", [route("s.test", port=up.port)], {"web": "127.0.0.1"})
+
+    async def resolver(project: str, service: str) -> str | None:
+        return None
+
+    proxy_server = TestServer(IngressProxy(table, resolver).app, host="127.0.0.1")
+    await proxy_server.start_server()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"a" * 1000
+        await release_upload.wait()  # not sent until the backend has the first chunk
+        yield b"b" * 1000
+
+    try:
+        async with aiohttp.ClientSession() as s:
+            request = asyncio.ensure_future(
+                s.post(proxy_server.make_url("/"), data=body(), headers={"Host": "s.test"})
+            )
+            async with asyncio.timeout(10):
+                await first_in.wait()
+            release_upload.set()
+            async with asyncio.timeout(10):
+                resp = await request
+                assert await resp.content.readuntil(b";") == b"got 2000;"
+            release_download.set()
+            assert await resp.read() == b"end"
+            resp.release()
+    finally:
+        await proxy_server.close()
+        await up.close()

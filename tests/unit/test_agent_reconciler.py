@@ -437,3 +437,50 @@ async def test_waits_for_another_nodes_copy_on_a_shared_engine(world: Any) -> No
     await docker.remove_network("cara-shop")  # the old node's sweep
     await rec.reconcile("shop")
     assert projects.items["shop"].status.phase == ProjectPhase.RUNNING
+
+
+async def test_another_projects_objects_are_never_touched(world: Any) -> None:
+    """Projects ``a`` + volume ``b-data`` and ``a-b`` + volume ``data`` meet in
+    ``cara-a-b-data``: the second is Failed with NameConflict; the first keeps its data."""
+    docker, projects, _, rec = world
+    projects.put(make("a", uid="ua", services=[
+        {"name": "b-db", "image": "cara-test/busybox:latest",
+         "volumeMounts": [{"name": "b-data", "mountPath": "/data"}]}],
+        volumes=[{"name": "b-data"}], ingress=[]))
+    await rec.reconcile("a")
+    assert projects.items["a"].status.phase == ProjectPhase.RUNNING
+    before = dict(docker.volumes["cara-a-b-data"])
+    projects.put(make("a-b", uid="uab", services=[
+        {"name": "db", "image": "cara-test/busybox:latest",
+         "volumeMounts": [{"name": "data", "mountPath": "/data"}]}], ingress=[]))
+    await rec.reconcile("a-b")
+    p = projects.items["a-b"]
+    assert p.status.phase == ProjectPhase.FAILED
+    assert get_condition(p.status.conditions, "ContainersRunning").reason == "NameConflict"
+    assert docker.volumes["cara-a-b-data"] == before
+    assert "volume- cara-a-b-data" not in docker.actions
+
+
+async def test_a_container_of_another_project_is_never_replaced(world: Any) -> None:
+    docker, projects, _, rec = world
+    projects.put(make("a", uid="ua", services=[
+        {"name": "b-c", "image": "cara-test/web:latest"}], volumes=[], ingress=[]))
+    await rec.reconcile("a")
+    [held] = [cid for cid, c in docker.containers.items() if c["name"] == "a-b-c"]
+    projects.put(make("a-b", uid="uab", services=[
+        {"name": "c", "image": "cara-test/web:latest"}], volumes=[], ingress=[]))
+    await rec.reconcile("a-b")
+    p = projects.items["a-b"]
+    assert p.status.phase == ProjectPhase.FAILED
+    cond = get_condition(p.status.conditions, "ContainersRunning")
+    assert cond.reason == "NameConflict" and '"a"' in (cond.message or "")
+    assert docker.containers[held]["state"] == "running"
+
+
+async def test_an_unmanaged_network_of_the_same_name_is_a_name_conflict(world: Any) -> None:
+    docker, projects, _, rec = world
+    await docker.ensure_network("cara-shop", {})
+    projects.put(make())
+    await rec.reconcile("shop")
+    assert projects.items["shop"].status.phase == ProjectPhase.FAILED
+    assert "cara-shop" in docker.networks
