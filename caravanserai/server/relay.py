@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
+from pydantic import ValidationError
 
-from caravanserai.api.node import Node
+from caravanserai.api.node import Node, parse_node_ip
 from caravanserai.api.problems import (
     BadRequest,
     CaravanseraiError,
@@ -108,12 +110,30 @@ async def resolve_target(request: web.Request) -> Target:
         node = Node.model_validate(await store.get("Node", node_name))
     except NotFound:
         raise Unavailable(f'node "{node_name}" of project "{name}" is not registered') from None
+    except ValidationError:
+        # Written before addresses were validated: never connect to what it names.
+        raise Unavailable(
+            f'node "{node_name}" has an invalid address; it must heartbeat again'
+        ) from None
+    return Target(name, service, node_name, agent_base_url(node))
+
+
+def agent_base_url(node: Node) -> str:
+    """``http://ip:port`` of the node's agent, built only from a validated IP and port.
+
+    The model already refused anything but an IP address and a port in 1-65535 when the node
+    wrote them; parsing again here means no stored string is ever pasted into a URL.
+    """
     ip = node.status.network.ip
     if not ip:
-        raise Unavailable(f'node "{node_name}" has not reported its address')
+        raise Unavailable(f'node "{node.metadata.name}" has not reported its address')
+    try:
+        address = ipaddress.ip_address(parse_node_ip(ip))
+    except ValueError:
+        raise Unavailable(f'node "{node.metadata.name}" has an invalid address') from None
     port = node.status.network.agent_port or DEFAULT_AGENT_PORT
-    host = f"[{ip}]" if ":" in ip else ip
-    return Target(name, service, node_name, f"http://{host}:{port}")
+    host = f"[{address}]" if address.version == 6 else str(address)
+    return f"http://{host}:{port}"
 
 
 def _agent_headers(request: web.Request) -> dict[str, str]:

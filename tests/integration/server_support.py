@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -216,6 +217,13 @@ class ServerProcess:
     proc: subprocess.Popen[str]
     url: str
     lines: list[str]
+    drain: threading.Thread | None = None
+
+
+def _drain(proc: subprocess.Popen[str], lines: list[str]) -> None:
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        lines.append(line)
 
 
 def start_server_process(
@@ -242,7 +250,11 @@ def start_server_process(
         lines.append(line)
         if _LISTENING.search(line):
             address = json.loads(line)["address"]
-            return ServerProcess(proc, f"http://{address}", lines)
+            # Keep draining stderr: a full pipe would block the server's logging (and with
+            # it every request) once a test has made enough of them.
+            drain = threading.Thread(target=_drain, args=(proc, lines), daemon=True)
+            drain.start()
+            return ServerProcess(proc, f"http://{address}", lines, drain)
     proc.kill()
     raise AssertionError(f"cara-server did not start: {''.join(lines)}")
 
@@ -257,11 +269,12 @@ def stop_server_process(
     if send_signal and server.proc.poll() is None:
         server.proc.send_signal(signal.SIGTERM)
     try:
-        _, err = server.proc.communicate(timeout=timeout)
+        server.proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         server.proc.kill()
-        _, err = server.proc.communicate()
-    server.lines.extend((err or "").splitlines(keepends=True))
+        server.proc.wait()
+    if server.drain is not None:
+        server.drain.join(timeout=10)  # the rest of stderr, up to its end
     return server.proc.returncode
 
 
