@@ -135,6 +135,31 @@ class KindRegistry(Generic[M]):
             raise AlreadyExists(f'{self.noun} "{name}" already exists') from None
         return self.decode(self.observed(stored))
 
+    async def _replace_spec_and_metadata(self, model: M) -> M:
+        """Write ``model``'s spec, labels and annotations over the stored object (nothing,
+        no revision, when they are all unchanged); Conflict when its resourceVersion is set
+        and stale. The update of kinds whose spec has no further rules (Node, Lease)."""
+        spec = model.spec.to_wire()
+        labels = dict(model.metadata.labels)
+        annotations = dict(model.metadata.annotations)
+
+        def mutate(current: Obj) -> Obj | None:
+            meta = current.setdefault("metadata", {})
+            if (
+                current.get("spec") == spec
+                and (meta.get("labels") or {}) == labels
+                and (meta.get("annotations") or {}) == annotations
+            ):
+                return None
+            current["spec"] = spec
+            meta["labels"] = labels
+            meta["annotations"] = annotations
+            return current
+
+        name = model.metadata.name
+        rv = model.metadata.resource_version
+        return self.decode(await self._update(name, mutate, rv))
+
     async def _update(
         self, name: str, mutate: Mutator, resource_version: str | None = None
     ) -> Obj:

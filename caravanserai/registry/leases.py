@@ -13,7 +13,6 @@ from caravanserai.api.lease import Lease
 from caravanserai.api.problems import FieldError, Invalid, NotFound
 from caravanserai.api.validation import validate_name
 from caravanserai.registry.base import KindRegistry
-from caravanserai.store.types import Obj
 
 
 class LeaseRegistry(KindRegistry[Lease]):
@@ -35,25 +34,7 @@ class LeaseRegistry(KindRegistry[Lease]):
         """Replace the spec, labels and annotations; Conflict (409) when
         ``metadata.resourceVersion`` is set and no longer current."""
         _validate(lease)
-        spec = lease.spec.to_wire()
-        labels = dict(lease.metadata.labels)
-        annotations = dict(lease.metadata.annotations)
-
-        def mutate(current: Obj) -> Obj | None:
-            meta = current.setdefault("metadata", {})
-            if (
-                current.get("spec") == spec
-                and (meta.get("labels") or {}) == labels
-                and (meta.get("annotations") or {}) == annotations
-            ):
-                return None
-            current["spec"] = spec
-            meta["labels"] = labels
-            meta["annotations"] = annotations
-            return current
-
-        stored = await self._update(lease.metadata.name, mutate, lease.metadata.resource_version)
-        return self.decode(stored)
+        return await self._replace_spec_and_metadata(lease)
 
     async def delete(self, name: str, *, resource_version: str | None = None) -> None:
         """Remove the lease (resourceVersion precondition when given)."""

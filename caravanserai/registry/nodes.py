@@ -50,25 +50,7 @@ class NodeRegistry(KindRegistry[Node]):
     async def update(self, node: Node) -> Node:
         """Replace spec, labels and annotations (resourceVersion precondition when set)."""
         _validate(node)
-        spec = node.spec.to_wire()
-        labels = dict(node.metadata.labels)
-        annotations = dict(node.metadata.annotations)
-
-        def mutate(current: Obj) -> Obj | None:
-            meta = current.setdefault("metadata", {})
-            if (
-                current.get("spec") == spec
-                and (meta.get("labels") or {}) == labels
-                and (meta.get("annotations") or {}) == annotations
-            ):
-                return None
-            current["spec"] = spec
-            meta["labels"] = labels
-            meta["annotations"] = annotations
-            return current
-
-        stored = await self._update(node.metadata.name, mutate, node.metadata.resource_version)
-        return self.decode(stored)
+        return await self._replace_spec_and_metadata(node)
 
     async def update_status(self, node: Node) -> Node:
         """Replace the status; the Ready condition is made to agree with the state."""
