@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import signal
 import sys
@@ -109,6 +110,11 @@ async def _start_site(
     return runner
 
 
+def _bound_port(runner: web.AppRunner) -> int:
+    address = runner.addresses[0]
+    return int(address[1])
+
+
 def make_runtime(config: AgentConfig) -> DockerRuntime | FakeRuntime:
     """The container engine ``config.runtime`` names: Docker, or in-memory (hollow node)."""
     if config.runtime == "fake":
@@ -157,8 +163,9 @@ async def run_agent(
         facts = await gather_facts(
             engine,
             advertise_ip=advertise_ip,
-            agent_port=config.listen_port,
-            proxy_port=config.proxy_port,
+            # Port 0 (an ephemeral port, as in tests) is reported once it is bound.
+            agent_port=config.listen_port or None,
+            proxy_port=config.proxy_port or None,
             engine_deadline=3.0,
             reserved=config.system_reserved,
             ingress_domain=ingress_domain(config.environment, config.base_domain),
@@ -232,6 +239,10 @@ async def run_agent(
                     await _start_site(proxy.app, config.proxy_host, config.proxy_port,
                                       "ingress proxy", connection_limits(config))
                 )
+                # What the server must connect to: the ports actually bound (0 picks one).
+                bound_api, bound_proxy = (_bound_port(r) for r in runners[-2:])
+                node.facts = dataclasses.replace(facts, network=facts.network.model_copy(
+                    update={"agent_port": bound_api, "proxy_port": bound_proxy}))
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(node.run(), name="heartbeat")
                 tg.create_task(informer.run(), name="project-informer")
