@@ -1,8 +1,9 @@
-"""The leader lease as the database records it, for ordering checks on the DB's clock.
+"""The leader Lease as it is stored, for ordering checks on the lease's own timestamps.
 
-Leader election decides on PostgreSQL's clock (``renewed_at + lease_seconds < now()``), so
-tests check hand-overs by comparing the lease row's timestamps, never the test's clock.
-No tests here; pytest collects the file and finds none.
+Candidates stamp ``acquireTime``/``renewTime`` when they write the Lease (all candidates in
+these tests run on one machine, so the stamps share a clock); tests check hand-overs by
+comparing those stamps, never the test's clock. No tests here; pytest collects the file and
+finds none.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import psycopg
+
+from caravanserai.api.lease import Lease
 
 
 @dataclass(frozen=True)
@@ -30,9 +33,16 @@ class LeaseRow:
 async def read_lease(database_url: str, name: str) -> LeaseRow:
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         cur = await conn.execute(
-            "SELECT holder, acquired_at, renewed_at, lease_seconds, transitions "
-            "FROM cara_leases WHERE name = %s", (name,),
+            "SELECT object FROM cara_objects WHERE kind = 'Lease' AND name = %s", (name,)
         )
         row = await cur.fetchone()
     assert row is not None, f"no lease {name!r}"
-    return LeaseRow(row[0], row[1], row[2], timedelta(seconds=row[3]), int(row[4]))
+    spec = Lease.model_validate(row[0]).spec
+    assert spec.renew_time is not None and spec.lease_duration_seconds is not None
+    return LeaseRow(
+        spec.holder_identity,
+        spec.acquire_time,
+        spec.renew_time,
+        timedelta(seconds=spec.lease_duration_seconds),
+        spec.lease_transitions,
+    )
