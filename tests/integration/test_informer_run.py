@@ -25,6 +25,8 @@ from caravanserai.api import ProjectPhase
 from caravanserai.client import CaravanseraiClient
 from caravanserai.informer import ControllerContext, InformerFactory, run_controllers
 from caravanserai.informer.run import FactoryError, load_factory
+from caravanserai.registry import Registries
+from caravanserai.server.inprocess import InProcessClient
 from caravanserai.store.postgres import PostgresStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,7 +119,9 @@ async def test_the_example_runs_in_process_as_a_plugin(
 ) -> None:
     _, factory = load_factory(SYNCER)
     async with CaravanseraiClient(server.url) as client:
-        ctx = ControllerContext("label-syncer", client, InformerFactory.over_store(store))
+        ctx = ControllerContext(
+            "label-syncer", client, InformerFactory.over_client(InProcessClient(Registries(store)))
+        )
         runner = asyncio.create_task(run_controllers(ctx.informers, [factory(ctx)]))
         try:
             await label_follows_node(client)
