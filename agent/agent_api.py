@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+from http import HTTPStatus
 
 import aiohttp
 import structlog
@@ -111,6 +112,27 @@ class AgentAPI:
             return None
         return info
 
+    async def _find(
+        self, project: str, service: str, *, not_running: int | None = None
+    ) -> ContainerInfo | web.Response:
+        """The service's container, or the problem to answer: 503 when the engine does not
+        answer, 404 when there is no such container and, with ``not_running`` (the status
+        to use), when it exists but is not running."""
+        try:
+            info = await self._container(project, service)
+        except EngineUnavailable as exc:
+            return problem(503, "Service Unavailable", str(exc))
+        if info is None:
+            return problem(
+                404, "Not Found", f'no container for service "{service}" of project "{project}"'
+            )
+        if not_running is not None and info.state != "running":
+            return problem(
+                not_running, HTTPStatus(not_running).phrase,
+                f'the container of service "{service}" is {info.state}, not running',
+            )
+        return info
+
     async def logs(self, request: web.Request) -> web.StreamResponse:
         project = request.match_info["project"]
         service = request.match_info["service"]
@@ -120,14 +142,9 @@ class AgentAPI:
             tail = parse_tail(request.query.get("tail"))
         except ValueError as exc:
             return problem(400, "Bad Request", str(exc))
-        try:
-            info = await self._container(project, service)
-        except EngineUnavailable as exc:
-            return problem(503, "Service Unavailable", str(exc))
-        if info is None:
-            return problem(
-                404, "Not Found", f'no container for service "{service}" of project "{project}"'
-            )
+        info = await self._find(project, service)
+        if isinstance(info, web.Response):
+            return info
         response = web.StreamResponse(
             headers={"Content-Type": "text/plain; charset=utf-8",
                      "X-Content-Type-Options": "nosniff"}
@@ -163,19 +180,9 @@ class AgentAPI:
                 raise ValueError
         except ValueError:
             return problem(400, "Bad Request", "port must be a number in 1-65535")
-        try:
-            info = await self._container(project, service)
-        except EngineUnavailable as exc:
-            return problem(503, "Service Unavailable", str(exc))
-        if info is None:
-            return problem(
-                404, "Not Found", f'no container for service "{service}" of project "{project}"'
-            )
-        if info.state != "running":
-            return problem(
-                503, "Service Unavailable",
-                f'the container of service "{service}" is {info.state}, not running',
-            )
+        info = await self._find(project, service, not_running=503)
+        if isinstance(info, web.Response):
+            return info
         if info.health in ("starting", "unhealthy"):
             return problem(
                 503, "Service Unavailable",
@@ -224,18 +231,9 @@ async def _exec(api: AgentAPI, request: web.Request) -> web.StreamResponse:
     docker = getattr(api.runtime, "docker", None)
     if docker is None:
         return problem(501, "Not Implemented", "this agent's runtime cannot exec")
-    try:
-        info = await api._container(project, service)
-    except EngineUnavailable as exc:
-        return problem(503, "Service Unavailable", str(exc))
-    if info is None:
-        return problem(
-            404, "Not Found", f'no container for service "{service}" of project "{project}"'
-        )
-    if info.state != "running":
-        return problem(
-            409, "Conflict", f'the container of service "{service}" is {info.state}, not running'
-        )
+    info = await api._find(project, service, not_running=409)
+    if isinstance(info, web.Response):
+        return info
     return await serve_exec(request, docker, info.id, command, tty=tty, stdin=stdin)
 
 
