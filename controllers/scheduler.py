@@ -28,16 +28,21 @@ looked at Pending projects every 30 s (REFERENCE §3.4, §10.4, §10.16). Here:
 Counting is done incrementally from the project informer's change stream (the same data as
 its ``nodeRef`` index) with a heap for the minimum, so a decision costs O(log nodes), not a
 scan of every node.
+
+Layout: the decisions are pure functions (:func:`needs_placement`, :func:`binding_for`,
+:func:`unschedulable_status`, and the predicates :func:`became_schedulable` and
+:func:`frees_a_node` that decide which events wake whom); :class:`Scheduler` applies them
+with two write points, :meth:`Scheduler.bind` and :meth:`Scheduler.report_unschedulable`;
+:func:`controller` wires it with the builder (``caravanserai.informer.builder``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 from typing import Any
 
 from caravanserai.api.base import Condition, ConditionStatus, get_condition, set_condition
-from caravanserai.api.binding import Binding, BindingOutcome
+from caravanserai.api.binding import Binding, BindingOutcome, BindingResult
 from caravanserai.api.node import Node, NodeState
 from caravanserai.api.phases import OCCUPYING_PHASES
 from caravanserai.api.problems import Conflict, NotFound
@@ -45,13 +50,15 @@ from caravanserai.api.project import CONDITION_SCHEDULED, Project, ProjectPhase
 from caravanserai.api.requests import ZERO, Amount, node_allocatable, project_request
 from caravanserai.client.interface import Client
 from caravanserai.informer import (
+    Change,
     Controller,
     ControllerContext,
-    HandlerRegistration,
     Result,
     RunnableController,
     SharedInformer,
     index_by_phase,
+    keys_in_index,
+    predicate,
 )
 from controllers.binder import BindingBatcher
 from controllers.placement import REASON_UNSCHEDULABLE, Candidate, misfit, place
@@ -62,10 +69,14 @@ __all__ = [
     "REASON_SCHEDULED",
     "LoadTracker",
     "Scheduler",
-    "SchedulerController",
+    "became_schedulable",
+    "binding_for",
     "controller",
+    "frees_a_node",
+    "needs_placement",
     "occupied_node",
     "schedulable",
+    "unschedulable_status",
 ]
 
 REASON_SCHEDULED = "Scheduled"
@@ -253,8 +264,85 @@ class LoadTracker:
             heapq.heapify(self._heap)
 
 
+# -- decisions (pure) ------------------------------------------------------------------------
+
+
+def needs_placement(project: Project | None, assumed: tuple[str, int] | None) -> bool:
+    """True for a Pending project that no binding of ours is on its way for.
+
+    ``assumed``: the tracker's ``(node, revision)`` for it. When the revision is the
+    project's own, our write for exactly this version succeeded and the informer has not
+    shown it yet: placing it again would only come back Conflict.
+    """
+    if project is None or project.status.phase is not ProjectPhase.PENDING:
+        return False
+    return assumed is None or assumed[1] != revision(project)
+
+
+def binding_for(project: Project, node: str) -> Binding:
+    """The binding that puts ``project`` on ``node``, conditioned on the version decided on."""
+    return Binding(
+        name=project.metadata.name,
+        node=node,
+        resource_version=project.metadata.resource_version,
+        reason=REASON_SCHEDULED,
+        message=f"Scheduled onto node {node}",
+    )
+
+
+def unschedulable_status(project: Project, message: str) -> Project | None:
+    """The project with its ``Scheduled`` condition saying why no node fits (``message``),
+    or None when it already says exactly that (one write per new reason).
+
+    Its own condition (type Scheduled), so the Phase condition keeps saying why the project
+    is Pending (new, or moved off a NotReady node).
+    """
+    current = get_condition(project.status.conditions, CONDITION_SCHEDULED)
+    if current is not None and (current.reason, current.message) == (
+        REASON_UNSCHEDULABLE, message
+    ):
+        return None
+    body = project.model_copy(deep=True)
+    set_condition(body.status.conditions, Condition(
+        type=CONDITION_SCHEDULED, status=ConditionStatus.FALSE,
+        reason=REASON_UNSCHEDULABLE, message=message,
+    ))
+    return body
+
+
+@predicate
+def waiting(change: Change[Project]) -> bool:
+    """A project (still there) that is Pending: it is to be placed."""
+    return change.new is not None and change.new.status.phase is ProjectPhase.PENDING
+
+
+@predicate
+def became_schedulable(change: Change[Node]) -> bool:
+    """New capacity: a node that turned schedulable (new, Ready again, uncordoned) or whose
+    allocatable changed while schedulable. Every waiting project gets another look."""
+    old, new = change.old, change.new
+    if new is None or not schedulable(new):
+        return False
+    return not schedulable(old) or (
+        old is not None and old.status.allocatable != new.status.allocatable
+    )
+
+
+@predicate
+def frees_a_node(change: Change[Project]) -> bool:
+    """Room on a node: the project stopped counting on the node it occupied (it finished,
+    was deleted, or went back to Pending)."""
+    before = occupied_node(change.old) if change.old is not None else None
+    after = occupied_node(change.new) if change.new is not None else None
+    return before is not None and before != after
+
+
+# -- applying them -----------------------------------------------------------------------------
+
+
 class Scheduler:
-    """The reconciler: place one Pending project."""
+    """The reconciler: place one Pending project. Its tracker and its set of projects that
+    fit nowhere are kept current by :meth:`observe_project` and :meth:`observe_node`."""
 
     def __init__(
         self,
@@ -274,6 +362,51 @@ class Scheduler:
         # Pending projects no node fits now: retried when nodes or load change.
         self.unschedulable: set[str] = set()
 
+    # -- state from the events (observers) ---------------------------------------------------
+
+    def observe_project(self, change: Change[Project]) -> None:
+        """Count the project where the informer shows it (and what it requests)."""
+        name = change.object.metadata.name
+        project = change.new
+        if project is None:
+            self.unschedulable.discard(name)
+            self.tracker.forget(name)
+            return
+        self.tracker.set_request(name, project_request(project))
+        self.tracker.observe(name, occupied_node(project), revision(project))
+        if project.status.phase is not ProjectPhase.PENDING:
+            self.unschedulable.discard(name)
+
+    def observe_node(self, change: Change[Node]) -> None:
+        """Record whether the node may receive projects."""
+        if change.new is None:
+            self.tracker.remove_node(change.object.metadata.name)
+        else:
+            self.tracker.set_node(change.new.metadata.name, schedulable(change.new))
+
+    def waiting_for_room(self, _change: Change[Project]) -> list[str]:
+        """The projects that fit nowhere (a ``map_to`` for :func:`frees_a_node`)."""
+        return sorted(self.unschedulable)
+
+    # -- the reconcile -----------------------------------------------------------------------
+
+    async def reconcile(self, name: str) -> Result | None:
+        """Schedule project ``name`` if it is Pending."""
+        project = self.projects.get(name)
+        if project is None or not needs_placement(project, self.tracker.assumed(name)):
+            return None
+        request = project_request(project)
+        self.tracker.set_request(name, request)
+        # Without requests the tracker's heap decides in O(log nodes); with requests the
+        # nodes are filtered by what is left on them.
+        node = self.choose() if request.zero else self.fit(request)
+        if node is None:
+            _, message = place(request, self._candidates())
+            await self.report_unschedulable(project, message)
+            return None
+        self.unschedulable.discard(name)
+        return await self.bind(project, node)
+
     def choose(self) -> str | None:
         """The least-loaded schedulable node, double-checked against the node cache (the
         tracker's node handler may lag it by a few events)."""
@@ -282,60 +415,6 @@ class Scheduler:
                 return node
             self.tracker.set_node(node, False)
         return None
-
-    async def reconcile(self, name: str) -> Result | None:
-        """Schedule project ``name`` if it is Pending."""
-        project = self.projects.get(name)
-        if project is None or project.status.phase is not ProjectPhase.PENDING:
-            return None
-        rv = revision(project)
-        assumption = self.tracker.assumed(name)
-        if assumption is not None and assumption[1] == rv:
-            # Our write for exactly this version succeeded; the informer has not shown it yet.
-            return None
-        request = project_request(project)
-        self.tracker.set_request(name, request)
-        # Without requests the tracker's heap decides in O(log nodes); with requests the
-        # nodes are filtered by what is left on them.
-        node = self.choose() if request.zero else self.fit(request)
-        if node is None:
-            await self._unschedulable(project, request)
-            return None
-        self.unschedulable.discard(name)
-        # Assume before the first await: concurrent workers see this decision at once.
-        self.tracker.assume(name, node, rv)
-        binding = Binding(
-            name=name,
-            node=node,
-            resource_version=project.metadata.resource_version,
-            reason=REASON_SCHEDULED,
-            message=f"Scheduled onto node {node}",
-        )
-        try:
-            result = await self.binder.bind(binding)
-        except BaseException:
-            self.tracker.unassume(name)
-            raise
-        if result.outcome is BindingOutcome.CONFLICT:
-            # Changed since our cache saw it (or no longer Pending): look again once the
-            # informer has caught up. Never a second assignment: the precondition failed.
-            self.tracker.unassume(name)
-            self.log.debug(
-                "project.schedule_conflict", kind="Project", name=name, error=result.message
-            )
-            return Result(requeue=True)
-        if result.outcome is not BindingOutcome.BOUND:
-            self.tracker.unassume(name)
-            if result.outcome is BindingOutcome.INVALID:
-                self.log.warning(
-                    "project.binding_refused", kind="Project", name=name, error=result.message
-                )
-            return None
-        self.log.info(
-            "project.scheduled", kind="Project", name=name, node=node, load=self.tracker.load(node)
-        )
-        return None
-
 
     def fit(self, request: Amount) -> str | None:
         """The least-loaded node ``request`` fits on. The spread pick usually fits (O(log
@@ -358,24 +437,51 @@ class Scheduler:
             for n in self.nodes.list()
         ]
 
-    async def _unschedulable(self, project: Project, request: Amount) -> None:
-        """Say why on the project (Pending, reason Unschedulable), once per new reason."""
+    # -- the writes ----------------------------------------------------------------------------
+
+    async def bind(self, project: Project, node: str) -> Result | None:
+        """Write point: bind ``project`` to ``node`` (batched with the other workers'
+        bindings), counting it there from now on; undo the count if it does not land."""
+        name = project.metadata.name
+        # Assume before the first await: concurrent workers see this decision at once.
+        self.tracker.assume(name, node, revision(project))
+        try:
+            result = await self.binder.bind(binding_for(project, node))
+        except BaseException:
+            self.tracker.unassume(name)
+            raise
+        return self._settle(name, node, result)
+
+    def _settle(self, name: str, node: str, result: BindingResult) -> Result | None:
+        if result.outcome is BindingOutcome.CONFLICT:
+            # Changed since our cache saw it (or no longer Pending): look again once the
+            # informer has caught up. Never a second assignment: the precondition failed.
+            self.tracker.unassume(name)
+            self.log.debug(
+                "project.schedule_conflict", kind="Project", name=name, error=result.message
+            )
+            return Result(requeue=True)
+        if result.outcome is not BindingOutcome.BOUND:
+            self.tracker.unassume(name)
+            if result.outcome is BindingOutcome.INVALID:
+                self.log.warning(
+                    "project.binding_refused", kind="Project", name=name, error=result.message
+                )
+            return None
+        self.log.info(
+            "project.scheduled", kind="Project", name=name, node=node, load=self.tracker.load(node)
+        )
+        return None
+
+    async def report_unschedulable(self, project: Project, message: str) -> None:
+        """Write point: say why on the project (Pending, reason Unschedulable), once per new
+        reason; it waits for a node or load event (no polling)."""
         name = project.metadata.name
         self.unschedulable.add(name)
-        _, message = place(request, self._candidates())
         self.log.info("project.unschedulable", kind="Project", name=name, reason=message)
-        # Its own condition (type Scheduled), so the Phase condition keeps saying why the
-        # project is Pending (new, or moved off a NotReady node).
-        current = get_condition(project.status.conditions, CONDITION_SCHEDULED)
-        if current is not None and (current.reason, current.message) == (
-            REASON_UNSCHEDULABLE, message
-        ):
+        body = unschedulable_status(project, message)
+        if body is None:
             return
-        body = project.model_copy(deep=True)
-        set_condition(body.status.conditions, Condition(
-            type=CONDITION_SCHEDULED, status=ConditionStatus.FALSE,
-            reason=REASON_UNSCHEDULABLE, message=message,
-        ))
         try:
             await self.client.projects.update_status(body)
         except (Conflict, NotFound) as exc:
@@ -383,107 +489,33 @@ class Scheduler:
             self.log.debug("project.unschedulable_write_skipped", kind="Project", name=name,
                            error=str(exc))
 
-
-class SchedulerController:
-    """The runnable: waits until the tracker has counted the initial lists, then runs the
-    controller's workers."""
-
-    def __init__(
-        self,
-        controller: Controller[str],
-        registrations: list[HandlerRegistration[Any]],
-        binder: BindingBatcher | None = None,
-    ) -> None:
-        self.controller = controller
-        self.registrations = registrations
-        self.binder = binder
-
-    async def run(self) -> None:
-        """Run until cancelled."""
-        try:
-            for registration in self.registrations:
-                await registration.wait_for_sync()
-            await self.controller.run()
-        finally:
-            if self.binder is not None:
-                await self.binder.close()
+    async def close(self) -> None:
+        """Cancel bindings still on their way (the controller awaits this when it stops)."""
+        await self.binder.close()
 
 
 def controller(ctx: ControllerContext) -> RunnableController:
-    """Entry point ``scheduler``."""
+    """Entry point ``scheduler``: a Pending project is placed as soon as it is seen; a node
+    turning schedulable requeues every Pending project, room freed on a node requeues the
+    projects that fit nowhere (each coalesced to once per loop turn)."""
     settings = load_settings(ctx.name, ctx.config)
-    projects = ctx.informers.projects(indexers={PHASE_INDEX: index_by_phase})
-    nodes = ctx.informers.nodes()
-    tracker = LoadTracker()
-    binder = BindingBatcher(ctx.client.projects)
-    reconciler = Scheduler(ctx.client, projects, nodes, tracker, ctx.log, binder)
-    ctrl: Controller[str] = Controller(
-        ctx.name, reconciler, workers=settings.workers, clock=ctx.clock, kind="Project"
+    indexers = {PHASE_INDEX: index_by_phase}
+    scheduler = Scheduler(
+        ctx.client,
+        ctx.informers.projects(indexers=indexers),
+        ctx.informers.nodes(),
+        LoadTracker(),
+        ctx.log,
     )
-
-    def project_changed(project: Project) -> None:
-        name = project.metadata.name
-        before = tracker.node_of(name)
-        tracker.set_request(name, project_request(project))
-        tracker.observe(name, occupied_node(project), revision(project))
-        if project.status.phase is ProjectPhase.PENDING:
-            ctrl.enqueue(name)
-        else:
-            reconciler.unschedulable.discard(name)
-        if before is not None and tracker.node_of(name) != before:
-            load_freed()
-
-    def project_deleted(project: Project) -> None:
-        name = project.metadata.name
-        reconciler.unschedulable.discard(name)
-        freed = tracker.node_of(name) is not None
-        tracker.forget(name)
-        if freed:
-            load_freed()
-
-    requeue_scheduled = False
-
-    def load_freed() -> None:
-        """Room on a node: the projects that fit nowhere get another look (coalesced)."""
-        nonlocal requeue_scheduled
-        if not reconciler.unschedulable or requeue_scheduled:
-            return
-        requeue_scheduled = True
-        asyncio.get_running_loop().call_soon(requeue_pending)
-
-    def requeue_pending() -> None:
-        nonlocal requeue_scheduled
-        requeue_scheduled = False
-        for name in projects.cache.index_keys(PHASE_INDEX, ProjectPhase.PENDING):
-            ctrl.enqueue(name)
-
-    def node_changed(old: Node | None, node: Node) -> None:
-        nonlocal requeue_scheduled
-        ok = schedulable(node)
-        tracker.set_node(node.metadata.name, ok)
-        # New capacity: every waiting project gets another chance now. Not during the
-        # initial list (the projects' own initial adds queue them), and coalesced: a burst
-        # of nodes turning Ready requeues the Pending projects once, not once per node.
-        grown = ok and old is not None and old.status.allocatable != node.status.allocatable
-        if ok and (not schedulable(old) or grown) and node_registration.has_synced:
-            if requeue_scheduled:
-                return
-            requeue_scheduled = True
-            asyncio.get_running_loop().call_soon(requeue_pending)
-
-    project_registration = projects.add_handler(
-        on_add=project_changed,
-        on_update=lambda _old, new: project_changed(new),
-        on_delete=project_deleted,
-        name=f"{ctx.name}/tracker/Project",
+    return (
+        Controller.for_(Project, indexers=indexers, predicate=waiting)
+        .observe(Project, scheduler.observe_project)
+        .observe(Node, scheduler.observe_node)
+        .watches(Project, map_to=scheduler.waiting_for_room, predicate=frees_a_node,
+                 coalesce=True)
+        .watches(Node, map_to=keys_in_index(PHASE_INDEX, ProjectPhase.PENDING),
+                 predicate=became_schedulable, coalesce=True)
+        .workers(settings.workers)
+        .complete(lambda _ctx: scheduler)
+        .build(ctx)
     )
-    node_registration = nodes.add_handler(
-        on_add=lambda node: node_changed(None, node),
-        on_update=node_changed,
-        on_delete=lambda node: tracker.remove_node(node.metadata.name),
-        name=f"{ctx.name}/tracker/Node",
-    )
-    registrations: list[HandlerRegistration[Any]] = [project_registration, node_registration]
-    ctrl.wait_for(projects)
-    ctrl.wait_for(nodes)
-    return SchedulerController(ctrl, registrations, binder)

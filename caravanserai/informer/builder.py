@@ -22,10 +22,24 @@ of the process that asks for the same kind and selection.
 Every event is seen as a :class:`Change` carrying the old *and* the new object, so a
 ``map_to`` can enqueue both the node a project left and the node it moved to. Predicates
 (:class:`Predicate`) combine with ``&``, ``|`` and ``~``.
+
+A controller that keeps in-memory state from the events (the scheduler's load per node)
+adds :meth:`ControllerBuilder.observe`; one that requeues a broad set on some events (every
+Pending project when a node turns Ready) uses :func:`keys_in_index` with ``coalesce=True``::
+
+    Controller.for_(Project, indexers={"phase": index_by_phase})
+        .observe(Node, tracker.node_changed)          # before any enqueue of the same event
+        .watches(Node, map_to=keys_in_index("phase", "Pending"),
+                 predicate=became_ready, coalesce=True)   # once per loop turn, not per node
+
+All of a controller's watches (and observers) of one informer share one handler: for each
+event the observers run first, then every watch's predicates and ``map_to``, in the order
+they were declared.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
@@ -46,6 +60,7 @@ __all__ = [
     "annotations_changed",
     "by_index",
     "generation_changed",
+    "keys_in_index",
     "labels_changed",
     "phase_changed",
     "phase_in",
@@ -201,6 +216,21 @@ def by_index(index: str) -> MapTo:
     return keys
 
 
+def keys_in_index(index: str, value: str) -> MapTo:
+    """A ``map_to`` that ignores which object changed: every primary key whose indexer
+    ``index`` yields ``value``, e.g. ``keys_in_index("phase", "Pending")`` → every Pending
+    project (with ``index_by_phase`` registered as ``"phase"`` on the primary). Pair it with
+    ``coalesce=True`` so that a burst of events requeues the set once."""
+
+    def keys(change: Change[Any]) -> list[str]:
+        assert change.primary is not None
+        return sorted(change.primary.cache.index_keys(index, value))
+
+    return keys
+
+
+Observer = Callable[[Change[Any]], None]
+
 ReconcileFunc = Callable[[Request[Any]], Awaitable[Result | None]]
 ReconcilerFactory = Callable[[ControllerContext], "Reconciler[str]"]
 
@@ -212,6 +242,14 @@ class _Watch:
     indexers: Mapping[str, IndexFunc[Any]] | None
     map_to: MapTo | None
     predicates: tuple[Predicate, ...]
+    coalesce: bool = False
+
+
+@dataclass(frozen=True)
+class _Observer:
+    model: type[Any]
+    options: ListOptions | None
+    func: Observer
 
 
 @dataclass(frozen=True)
@@ -225,6 +263,7 @@ class ControllerBuilder(Generic[T]):
 
     primary: _Watch
     watched: tuple[_Watch, ...] = ()
+    observers: tuple[_Observer, ...] = ()
     filters: tuple[Predicate, ...] = ()
     name: str | None = None
     default_workers: int = 1
@@ -260,16 +299,42 @@ class ControllerBuilder(Generic[T]):
         *,
         indexers: Mapping[str, IndexFunc[Any]] | None = None,
         predicate: Predicate | None = None,
+        coalesce: bool = False,
     ) -> ControllerBuilder[T]:
         """Also react to ``model``: ``map_to(change)`` returns the primary names to enqueue.
 
         ``change.old`` and ``change.new`` are both given, so a move (a project from node
         A to B) can enqueue both sides: ``lambda c: {p.status.node_ref for p in c.objects}``.
+
+        Args:
+            coalesce: call ``map_to`` once per event-loop turn, with the last of the events
+                that passed the filters since the previous call, instead of once per event.
+                For a ``map_to`` whose keys do not depend on which object changed (a
+                broadcast such as :func:`keys_in_index`): a hundred nodes turning Ready at
+                once requeue the Pending projects once, not a hundred times.
         """
         preds = (predicate,) if predicate is not None else ()
-        return replace(
-            self, watched=(*self.watched, _Watch(model, options, indexers, map_to, preds))
-        )
+        watch = _Watch(model, options, indexers, map_to, preds, coalesce)
+        return replace(self, watched=(*self.watched, watch))
+
+    def observe(
+        self,
+        model: type[Project] | type[Node],
+        func: Observer,
+        options: ListOptions | None = None,
+    ) -> ControllerBuilder[T]:
+        """Call ``func(change)`` for every event of ``model`` (with this selection), before
+        any filter and before the controller enqueues anything for the same event.
+
+        For in-memory state the reconciler reads, kept current from the events (the
+        scheduler's load per node, counted from where projects are): because it runs in the
+        same handler as the controller's ``map_to`` functions, a key enqueued for an event
+        is reconciled with the state that already counts that event, and the controller
+        starts its workers only once every observer has seen the initial list. ``func``
+        must be quick and must not block or do I/O (it runs in the informer's handler);
+        it is not retried.
+        """
+        return replace(self, observers=(*self.observers, _Observer(model, options, func)))
 
     def with_filter(self, predicate: Predicate) -> ControllerBuilder[T]:
         """Drop events of every watch (primary and ``watches``) that ``predicate`` rejects."""
@@ -343,32 +408,86 @@ class ControllerBuilder(Generic[T]):
             reconcile_timeout=self.reconcile_timeout,
             kind=primary.kind,
         )
-        _wire(ctrl, primary, primary, None, (*self.filters, *self.primary.predicates))
+        # One handler per informer: its observers, then its routes, in declaration order.
+        groups: dict[int, tuple[SharedInformer[Any], list[Observer], list[_Route]]] = {}
+
+        def group(informer: SharedInformer[Any]) -> tuple[list[Observer], list[_Route]]:
+            entry = groups.setdefault(id(informer), (informer, [], []))
+            return entry[1], entry[2]
+
+        group(primary)[1].append(
+            _Route(ctrl, None, (*self.filters, *self.primary.predicates), False)
+        )
         for w in self.watched:
             informer = ctx.informers.informer(w.model, w.options, indexers=w.indexers)
-            _wire(ctrl, informer, primary, w.map_to, (*self.filters, *w.predicates))
+            group(informer)[1].append(
+                _Route(ctrl, w.map_to, (*self.filters, *w.predicates), w.coalesce)
+            )
+        for o in self.observers:
+            group(ctx.informers.informer(o.model, o.options))[0].append(o.func)
+        for informer, observers, routes in groups.values():
+            _wire(ctrl, informer, primary, observers, routes)
         for extra in self._extra:
             extra(ctrl, ctx)
         return ctrl
+
+
+class _Route:
+    """One watch of a built controller: its filters and its mapping to keys."""
+
+    def __init__(
+        self,
+        ctrl: Controller[str],
+        map_to: MapTo | None,
+        predicates: tuple[Predicate, ...],
+        coalesce: bool,
+    ) -> None:
+        self.ctrl = ctrl
+        self.map_to = map_to
+        self.predicates = predicates
+        self.coalesce = coalesce
+        self._pending: Change[Any] | None = None
+
+    def __call__(self, change: Change[Any]) -> None:
+        for p in self.predicates:
+            if not p(change):
+                return
+        if not self.coalesce:
+            self._enqueue(change)
+            return
+        # The first event of a burst schedules one call for the next loop turn; the others
+        # only replace the change it will be given.
+        if self._pending is None:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending = change
+
+    def _flush(self) -> None:
+        change, self._pending = self._pending, None
+        if change is not None:
+            self._enqueue(change)
+
+    def _enqueue(self, change: Change[Any]) -> None:
+        keys = [change.object.metadata.name] if self.map_to is None else self.map_to(change)
+        queue = self.ctrl.queue
+        for key in keys:
+            if key:
+                queue.add(key)
 
 
 def _wire(
     ctrl: Controller[str],
     informer: SharedInformer[Any],
     primary: SharedInformer[Any],
-    map_to: MapTo | None,
-    predicates: tuple[Predicate, ...],
+    observers: list[Observer],
+    routes: list[_Route],
 ) -> None:
     def handle(change: Change[Any]) -> None:
-        for p in predicates:
-            if not p(change):
-                return
-        keys = [change.object.metadata.name] if map_to is None else map_to(change)
-        for key in keys:
-            if key:
-                ctrl.queue.add(key)
+        for observe in observers:
+            observe(change)
+        for route in routes:
+            route(change)
 
-    informer.add_handler(
+    registration = informer.add_handler(
         on_add=lambda obj: handle(Change(DeltaType.ADDED, None, obj, primary)),
         on_update=lambda old, new: handle(
             Change(DeltaType.SYNC if old is new else DeltaType.UPDATED, old, new, primary)
@@ -377,3 +496,4 @@ def _wire(
         name=f"{ctrl.name}/{informer.kind}",
     )
     ctrl.wait_for(informer)
+    ctrl.wait_for_handler(registration)

@@ -21,6 +21,9 @@ Outcomes of ``reconcile(key)``:
   (5 ms doubling to 1000 s, overall 10/s). A ``CancelledError`` that is not the
   controller's own shutdown (e.g. a leaked inner timeout) is treated as an error too: a
   worker only stops when the controller stops.
+
+A reconciler object that holds something to release (a batcher's requests on their way, a
+connection) may define ``async close()``: ``run()`` awaits it once the workers have stopped.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from caravanserai.api.node import Node
 from caravanserai.api.project import Project
 from caravanserai.informer.clock import Clock, RealClock
-from caravanserai.informer.informer import SharedInformer
+from caravanserai.informer.informer import HandlerRegistration, SharedInformer
 from caravanserai.informer.ratelimit import RateLimiter
 from caravanserai.informer.workqueue import ShutDown, WorkQueue
 
@@ -111,6 +114,9 @@ class Controller(Generic[K]):
         rate_limiter: the queue's rate limiter (default per-key 5 ms → 1000 s, 10 qps).
         reconcile_timeout: if set, a reconcile running longer is cancelled and retried.
         kind: the kind of the keys, for logs (``Project``, ``Node``).
+
+    A ``reconciler`` object with an ``async close()`` method has it awaited when ``run()``
+    ends, after the workers stopped.
     """
 
     def __init__(
@@ -130,11 +136,14 @@ class Controller(Generic[K]):
         self._reconcile: Callable[[K], Awaitable[Result | None]] = (
             reconciler.reconcile if hasattr(reconciler, "reconcile") else reconciler
         )
+        close = getattr(reconciler, "close", None) if hasattr(reconciler, "reconcile") else None
+        self._close: Callable[[], Awaitable[None]] | None = close
         self.workers = workers
         self.clock: Clock = clock or RealClock()
         self.queue: WorkQueue[K] = WorkQueue(name, clock=self.clock, rate_limiter=rate_limiter)
         self.reconcile_timeout = reconcile_timeout
         self._informers: list[SharedInformer[Any]] = []
+        self._registrations: list[HandlerRegistration[Any]] = []
         self._log = log.bind(controller=name, kind=kind)
         self._stopping = False
         self._metrics = (
@@ -188,18 +197,32 @@ class Controller(Generic[K]):
                 for key in keys(new):
                     self.queue.add(key)
 
-        informer.add_handler(
+        registration = informer.add_handler(
             on_add=lambda obj: enqueue(None, obj),
             on_update=enqueue,
             on_delete=lambda obj: enqueue(None, obj),
             name=f"{self.name}/{informer.kind}",
         )
         self.wait_for(informer)
+        self.wait_for_handler(registration)
 
     def wait_for(self, informer: SharedInformer[Any]) -> None:
         """Make ``run()`` wait for ``informer``'s cache to sync before the first reconcile."""
         if informer not in self._informers:
             self._informers.append(informer)
+
+    def wait_for_handler(self, registration: HandlerRegistration[Any]) -> None:
+        """Make ``run()`` wait until ``registration``'s handler has processed the initial
+        list before the first reconcile (so state a handler keeps for the reconciler, and
+        the keys it enqueues for the initial objects, are complete)."""
+        if registration not in self._registrations:
+            self._registrations.append(registration)
+
+    @property
+    def registrations(self) -> list[HandlerRegistration[Any]]:
+        """The handlers feeding this controller (``watch`` and the builder register them):
+        ``pending`` says how many events each still has to deliver."""
+        return list(self._registrations)
 
     def enqueue(self, key: K) -> None:
         """Reconcile ``key`` soon."""
@@ -217,17 +240,23 @@ class Controller(Generic[K]):
         On cancellation the queue is shut down, workers finish their current reconcile's
         cancellation and the CancelledError propagates.
         """
-        for informer in self._informers:
-            await informer.wait_for_sync()
-        self._log.info("controller started", workers=self.workers)
         try:
-            async with asyncio.TaskGroup() as tg:
-                for i in range(self.workers):
-                    tg.create_task(self._worker(), name=f"{self.name}-worker-{i}")
+            for informer in self._informers:
+                await informer.wait_for_sync()
+            for registration in self._registrations:
+                await registration.wait_for_sync()
+            self._log.info("controller started", workers=self.workers)
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    for i in range(self.workers):
+                        tg.create_task(self._worker(), name=f"{self.name}-worker-{i}")
+            finally:
+                self._stopping = True
+                self.queue.shut_down()
+                self._log.info("controller stopped")
         finally:
-            self._stopping = True
-            self.queue.shut_down()
-            self._log.info("controller stopped")
+            if self._close is not None:
+                await self._close()
 
     async def _worker(self) -> None:
         while True:

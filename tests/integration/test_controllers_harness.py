@@ -135,16 +135,16 @@ async def eventually(
 
 async def scheduler_idle_with(server: Server, *names: str) -> None:
     """Wait until the leader's scheduler has seen ``names`` and has nothing left to do."""
-    from controllers.scheduler import SchedulerController
+    from caravanserai.informer import Controller
 
     async def check() -> bool:
         manager = server.manager
         runnable = manager.controllers.get("scheduler")
-        if manager.informers is None or not isinstance(runnable, SchedulerController):
+        if manager.informers is None or not isinstance(runnable, Controller):
             return False
         projects = manager.informers.projects()
         seen = all(projects.get(n) is not None for n in names)
-        queue = runnable.controller.queue
+        queue = runnable.queue
         delivered = all(r.pending == 0 for r in runnable.registrations)
         return seen and delivered and queue.is_idle()
 

@@ -18,6 +18,7 @@ from caravanserai.api.node import Node, NodeState
 from caravanserai.api.problems import Conflict, NotFound
 from caravanserai.api.project import Project, ProjectPhase
 from caravanserai.informer import (
+    Controller,
     ControllerContext,
     Delta,
     DeltaType,
@@ -28,7 +29,6 @@ from caravanserai.informer import (
 from controllers.scheduler import (
     LoadTracker,
     Scheduler,
-    SchedulerController,
     controller,
     occupied_node,
     schedulable,
@@ -261,12 +261,12 @@ async def test_node_becoming_ready_requeues_pending_projects() -> None:
     client = FakeClient()
     ctx = ControllerContext("scheduler", client, informers, FakeClock())  # type: ignore[arg-type]
     runnable = controller(ctx)
-    assert isinstance(runnable, SchedulerController)
+    assert isinstance(runnable, Controller)
     tasks = [asyncio.create_task(informers.run()), asyncio.create_task(runnable.run())]
     try:
         await informers.wait_for_sync()
         await asyncio.sleep(0.05)
-        await asyncio.wait_for(runnable.controller.queue.wait_idle(), 5)
+        await asyncio.wait_for(runnable.queue.wait_idle(), 5)
         # Only the why (Unschedulable on each Pending project), no assignment.
         assert {c.method for c in client.calls} == {"projects.update_status"}
         client.calls.clear()
