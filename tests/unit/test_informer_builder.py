@@ -33,6 +33,8 @@ from caravanserai.informer import (
     by_index,
     generation_changed,
     index_by_node_ref,
+    index_by_phase,
+    keys_in_index,
     labels_changed,
     phase_changed,
     phase_in,
@@ -257,3 +259,140 @@ async def test_requeue_after_runs_on_the_fake_clock() -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# -- observers, coalesced broadcasts, start and stop -------------------------------------------
+
+
+async def test_an_observer_sees_every_event_before_the_enqueue_of_the_same_event() -> None:
+    """State kept by an observer (Ready nodes) is current when the keys an event enqueued
+    are reconciled, and the observer sees events that the filters drop."""
+    ready: set[str] = set()
+    observed: list[str] = []
+    decisions: list[tuple[str, frozenset[str]]] = []
+    woke = asyncio.Event()
+
+    def track(c: Change[Node]) -> None:
+        observed.append(c.object.metadata.name)
+        if c.new is not None and c.new.status.state is NodeState.READY:
+            ready.add(c.new.metadata.name)
+        else:
+            ready.discard(c.object.metadata.name)
+
+    async def decide(req: Request[Project]) -> None:
+        decisions.append((req.name, frozenset(ready)))
+        woke.set()
+
+    builder = (
+        Controller.for_(Project, indexers={"phase": index_by_phase})
+        .observe(Node, track)
+        .with_filter(~predicate(lambda c: c.object.metadata.name.startswith("skip")))
+        .watches(Node, map_to=keys_in_index("phase", "Pending"), predicate=phase_changed)
+        .reconcile(decide)
+    )
+    async with running([project("p")], [node("n1", NodeState.NOT_READY)], builder) as (
+        informers,
+        ctrl,
+    ):
+        await ctrl.queue.wait_idle()
+        assert decisions[0] == ("p", frozenset())
+        decisions.clear()
+        nodes = informers.nodes()
+        deliver(nodes, node("skip-n", rv=3))  # filtered, yet observed
+        deliver(nodes, node("n1", rv=4))  # Ready now: "p" is requeued
+        async with asyncio.timeout(5):
+            while not decisions:
+                woke.clear()
+                await woke.wait()
+        assert decisions == [("p", frozenset({"n1", "skip-n"}))]
+        assert observed == ["n1", "skip-n", "n1"]
+
+
+async def test_a_coalesced_watch_maps_a_burst_of_events_once() -> None:
+    """Five nodes turning Ready at once requeue the Pending projects with one map_to call;
+    an uncoalesced watch calls it per event. keys_in_index yields only Pending projects."""
+    calls = {"coalesced": 0, "each": 0}
+
+    def counting(label: str) -> Any:
+        pending = keys_in_index("phase", "Pending")
+
+        def keys(c: Change[Any]) -> list[str]:
+            calls[label] += 1
+            return pending(c)
+
+        return keys
+
+    seen = Seen()
+    builder = (
+        Controller.for_(Project, indexers={"phase": index_by_phase})
+        .watches(Node, map_to=counting("coalesced"), predicate=phase_changed, coalesce=True)
+        .watches(Node, map_to=counting("each"), predicate=phase_changed)
+        .reconcile(seen)
+    )
+    projects = [project("p1"), project("p2", ProjectPhase.SCHEDULED, "n0")]
+    nodes = [node(f"n{i}", NodeState.NOT_READY) for i in range(5)]
+    async with running(projects, nodes, builder) as (informers, ctrl):
+        await seen.names(2)
+        await ctrl.queue.wait_idle()
+        calls.update(coalesced=0, each=0)
+        seen.requests.clear()
+        for i in range(5):  # one burst: the handler takes them in one go
+            deliver(informers.nodes(), node(f"n{i}", rv=10 + i))
+        assert await seen.names(1) == ["p1"]
+        await ctrl.queue.wait_idle()
+        assert calls == {"coalesced": 1, "each": 5}
+        assert [r.name for r in seen.requests] == ["p1"]
+
+
+async def test_the_controller_reconciles_only_once_its_handlers_saw_the_initial_list() -> None:
+    """A handler registered with wait_for_handler (the builder registers its own) that is
+    still busy with the initial list holds the workers back."""
+    gate = asyncio.Event()
+    reconciled: list[str] = []
+
+    async def slow(_obj: Project) -> None:
+        await gate.wait()
+
+    async def reconcile(name: str) -> None:
+        reconciled.append(name)
+
+    lws = {Project: StaticLW(Project, [project("a")]), Node: StaticLW(Node, [])}
+    informers = InformerFactory(lambda m, o: lws[m])  # type: ignore[arg-type,return-value]
+    projects = informers.projects()
+    ctrl: Controller[str] = Controller("t", reconcile)
+    ctrl.watch(projects)
+    ctrl.wait_for_handler(projects.add_handler(on_add=slow, name="slow"))
+    assert len(ctrl.registrations) == 2
+    tasks = [asyncio.create_task(informers.run()), asyncio.create_task(ctrl.run())]
+    try:
+        async with asyncio.timeout(5):
+            await ctrl.registrations[0].wait_for_sync()  # "a" is queued
+            for _ in range(20):
+                await asyncio.sleep(0)  # let a worker take it, if one were running
+            assert reconciled == [] and len(ctrl.queue) == 1
+            gate.set()
+            await ctrl.queue.wait_idle()
+        assert reconciled == ["a"]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_reconciler_close_is_awaited_when_the_controller_stops() -> None:
+    class Holding:
+        def __init__(self) -> None:
+            self.closed = False
+
+        async def reconcile(self, name: str) -> None:
+            return None
+
+        async def close(self) -> None:
+            self.closed = True
+
+    holder = Holding()
+    builder = Controller.for_(Project).complete(lambda _ctx: holder)
+    async with running([project("a")], [], builder) as (_informers, ctrl):
+        await ctrl.queue.wait_idle()
+        assert not holder.closed
+    assert holder.closed
