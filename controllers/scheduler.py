@@ -22,8 +22,10 @@ looked at Pending projects every 30 s (REFERENCE §3.4, §10.4, §10.16). Here:
   BindingBatcher`): one ``bind`` call — one transaction — carries every placement decided
   while the previous batch was on its way, each with its own precondition and outcome.
 * **At once.** A project entering Pending (new, or reset by the rescheduler) is an informer
-  event; a node becoming schedulable (new, Ready again, uncordoned) requeues every Pending
-  project. With no schedulable node a project simply waits for such an event: no polling.
+  event; a node becoming schedulable (new, Ready again, uncordoned, grown) requeues every
+  Pending project, and room freed on a node (a project there finished, was deleted or went
+  back to Pending) requeues the projects that fit nowhere. With no node to fit on a project
+  simply waits for such an event: no polling.
 
 Counting is done incrementally from the project informer's change stream (the same data as
 its ``nodeRef`` index) with a heap for the minimum, so a decision costs O(log nodes), not a
@@ -77,6 +79,7 @@ __all__ = [
     "occupied_node",
     "schedulable",
     "unschedulable_status",
+    "waiting",
 ]
 
 REASON_SCHEDULED = "Scheduled"
