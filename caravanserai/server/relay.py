@@ -39,6 +39,7 @@ from caravanserai.api.problems import (
 )
 from caravanserai.api.project import Project
 from caravanserai.logging import get_logger
+from caravanserai.server.authn import TOKENS
 from caravanserai.server.routing import Param, Reply, RouteSpec, Schema
 from caravanserai.server.state import CONFIG, STORE
 from caravanserai.streaming import while_client_connected
@@ -136,10 +137,13 @@ def agent_base_url(node: Node) -> str:
     return f"http://{host}:{port}"
 
 
-def _agent_headers(request: web.Request) -> dict[str, str]:
-    """With ``CARA_API_TOKEN`` set, agents require it too (their ``CARA_TOKEN``)."""
-    token = request.app[CONFIG].api_token
-    return {"Authorization": f"Bearer {token}"} if token else {}
+async def _agent_headers(request: web.Request, target: Target) -> dict[str, str]:
+    """The node's own secret (established when it joined), never the caller's token nor the
+    cluster's: a compromised agent learns nothing it could use against the API. A node that
+    never joined gets no credential at all (a real agent then refuses, 401)."""
+    tokens = request.app.get(TOKENS)
+    secret = await tokens.agent_secret(target.node) if tokens is not None else None
+    return {"Authorization": f"Bearer {secret}"} if secret else {}
 
 
 async def _agent_error(resp: aiohttp.ClientResponse, target: Target) -> CaravanseraiError:
@@ -164,7 +168,8 @@ async def logs(request: web.Request) -> web.StreamResponse:
         f"{target.base_url}/api/v1/logs/{quote(target.project)}/{quote(target.service)}"
     )
     params = {"follow": str(follow).lower(), "timestamps": str(timestamps).lower(), "tail": tail}
-    session = aiohttp.ClientSession(auto_decompress=False, headers=_agent_headers(request))
+    headers = await _agent_headers(request, target)
+    session = aiohttp.ClientSession(auto_decompress=False, headers=headers)
     try:
         resp = await session.get(
             url,
@@ -226,7 +231,7 @@ async def portforward(request: web.Request) -> web.StreamResponse:
         f"{target.base_url}/api/v1/forward/{quote(target.project)}/"
         f"{quote(target.service)}/{port}"
     )
-    session = aiohttp.ClientSession(headers=_agent_headers(request))
+    session = aiohttp.ClientSession(headers=await _agent_headers(request, target))
     try:
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT * 2):

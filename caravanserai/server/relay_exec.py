@@ -46,7 +46,7 @@ async def exec_(request: web.Request) -> web.StreamResponse:
     params = [("command", c) for c in command] + [
         ("tty", str(tty).lower()), ("stdin", str(stdin).lower())
     ]
-    session = aiohttp.ClientSession(headers=_agent_headers(request))
+    session = aiohttp.ClientSession(headers=await _agent_headers(request, target))
     try:
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT * 2):
