@@ -360,7 +360,7 @@ function loginPage() {
     setToken(input.value.trim());
   } },
   h("h1", {}, "Sign in"),
-  h("p", { id: "login-help", class: "muted" }, "Paste an API token (", h("code", {}, "caractrl config view"), " shows yours)."),
+  h("p", { id: "login-help", class: "muted" }, "Paste an API token (", h("code", {}, "caractrl config view --raw"), " shows yours)."),
   failed?.detail ? h("p", { class: "banner", role: "alert" }, failed.detail) : null,
   h("label", { for: "token" }, "Token"), input,
   h("button", { type: "submit" }, "Sign in"));
