@@ -19,6 +19,7 @@ export const session = { readOnly: false, identity: null };
 
 let cleanup = () => {};
 let tick = null;
+let signingIn = false; // the sign-in form is shown instead of the page
 
 // -- status line, banner, identity --------------------------------------------------------
 
@@ -33,7 +34,9 @@ function updateConn() {
     unauthorized: "signed out", forbidden: "forbidden" }[state];
   conn.dataset.state = state;
   conn.textContent = text;
-  if (state === "unauthorized") route();
+  // Signed out: the sign-in form; signed in again (the informers restarted with the new
+  // token and answered): back to the page the hash names.
+  if ((state === "unauthorized") !== signingIn) route();
 }
 
 function informer(resource) {
@@ -383,7 +386,8 @@ export function route() {
   cleanup();
   cleanup = () => {};
   clearError();
-  if (allShared().some((i) => i.state === "unauthorized")) {
+  signingIn = allShared().some((i) => i.state === "unauthorized");
+  if (signingIn) {
     cleanup = loginPage();
     return;
   }
