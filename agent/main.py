@@ -320,7 +320,8 @@ def _flag(name: str, *decls: str, **kwargs: Any) -> Callable[[Any], Any]:
 @_flag("node_name", "--node-name", help="This node's name (NODE_NAME; default hostname).")
 @_flag("heartbeat_interval", "--heartbeat-interval", help="e.g. 30s (HEARTBEAT_INTERVAL).")
 @_flag("docker_host", "--docker-host", help="Docker endpoint (DOCKER_HOST).")
-@_flag("listen_host", "--agent-host", help="Agent API bind address (AGENT_LISTEN_HOST).")
+@_flag("listen_host", "--agent-host",
+       help="Agent API bind address (AGENT_LISTEN_HOST; default the advertise address).")
 @_flag("listen_port", "--agent-port", help="Agent API port (AGENT_LISTEN_PORT, 9090).")
 @_flag("proxy_listen_addr", "--proxy-listen-addr", help="Ingress (PROXY_LISTEN_ADDR, :8081).")
 @_flag("advertise_ip", "--advertise-ip", help="Address the server reaches this agent at.")

@@ -336,7 +336,8 @@ def _workers_flag(value: str | None) -> int | None:
               help="The certificate's PEM key [env CARA_TLS_KEY_FILE].")
 @click.option("--dev", is_flag=True,
               help="Run a complete single-node cluster: embedded PostgreSQL (unless "
-              "DATABASE_URL is set), this server on 127.0.0.1, and a local cara-agent.")
+              "DATABASE_URL is set), this server on 127.0.0.1, and a local cara-agent "
+              "(joined by the server); caractrl gets a fresh admin token in its config.")
 @click.option("--node-name", default=None,
               help="With --dev: the local node's name [env NODE_NAME; default hostname].")
 @click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
@@ -370,6 +371,9 @@ def main(
 
     Settings come from flags, then the environment, then .env, then config.yaml (in the
     working directory), then defaults.
+
+    Every request but the probes needs a bearer token: the first start on an empty
+    database creates an admin token and prints it once (CARA_BOOTSTRAP_TOKEN to choose it).
 
     `cara-server --dev` brings up a whole single-node cluster for trying Caravanserai out.
     """

@@ -22,9 +22,9 @@ def token() -> None:
 
     \b
     Roles:
-      view   read projects and nodes, logs
-      edit   also create, change and delete projects, port-forward
-      admin  everything: nodes, cordon/drain, tokens
+      view   read projects, nodes and leases; logs
+      edit   also create, change and delete projects; port-forward, exec
+      admin  everything: nodes, cordon/drain, bindings, leases, tokens
       join   only for adding a node: cara-agent exchanges it for the node's own credential
     """
 
