@@ -41,6 +41,8 @@ when unset instead of being required.
 | join_token         | CARA_JOIN_TOKEN      | --join-token         | unset                       |
 | data_dir           | AGENT_DATA_DIR       | --data-dir           | the user data directory     |
 | server_ca          | CARA_SERVER_CA       | --server-ca          | the system's CAs            |
+| tls_cert_file      | AGENT_TLS_CERT_FILE  | --tls-cert-file      | unset (the API speaks HTTP) |
+| tls_key_file       | AGENT_TLS_KEY_FILE   | --tls-key-file       | unset                       |
 
 On its first start the agent joins: it exchanges ``join_token`` (or ``token``, an admin
 token such as the server's ``CARA_API_TOKEN``) for the node's own credential and the secret
@@ -108,6 +110,8 @@ ENV_VARS: dict[str, str] = {
     "join_token": "CARA_JOIN_TOKEN",
     "data_dir": "AGENT_DATA_DIR",
     "server_ca": "CARA_SERVER_CA",
+    "tls_cert_file": "AGENT_TLS_CERT_FILE",
+    "tls_key_file": "AGENT_TLS_KEY_FILE",
 }
 
 def parse_size_setting(value: object, key: str) -> int | None:
@@ -239,6 +243,9 @@ class AgentConfig:
     join_token: str | None = field(default=None, repr=False)
     data_dir: Path = field(default_factory=lambda: Path(user_data_dir("cara-agent")))
     server_ca: str | None = None
+    # The agent API over HTTPS (the server then needs CARA_AGENT_CA to trust it).
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
 
     @property
     def proxy_host(self) -> str:
@@ -298,7 +305,8 @@ def _convert(key: str, value: Any) -> Any:
             raise ConfigError(f"{key}: must be at least 1")
         return number
     text = "" if value is None else str(value).strip()
-    if key in ("advertise_ip", "token", "join_token", "server_ca", "listen_host"):
+    if key in ("advertise_ip", "token", "join_token", "server_ca", "listen_host",
+               "tls_cert_file", "tls_key_file"):
         return text or None
     if key == "data_dir":
         if not text:

@@ -51,7 +51,7 @@ from caravanserai.informer.controller import Controller
 from caravanserai.informer.informer import SharedInformer
 from caravanserai.informer.listerwatcher import HTTPListerWatcher
 from caravanserai.logging import configure_logging
-from caravanserai.tls import TLSConfigError, client_context
+from caravanserai.tls import TLSConfigError, client_context, server_context
 
 log = structlog.get_logger("agent")
 
@@ -150,6 +150,7 @@ async def run_agent(
     runners: list[web.AppRunner] = []
     try:
         server_ssl = client_context(config.server_ca)
+        api_ssl = server_context(config.tls_cert_file, config.tls_key_file)
     except TLSConfigError as exc:
         raise StartupError(str(exc)) from None
     try:
@@ -252,7 +253,8 @@ async def run_agent(
                 raise_file_limit(2 * config.max_connections + 1024)
                 runners.append(
                     await _start_site(api.app, config.listen_host or advertise_ip,
-                                      config.listen_port, "agent API", connection_limits(config))
+                                      config.listen_port, "agent API", connection_limits(config),
+                                      ssl_context=api_ssl)
                 )
                 runners.append(
                     await _start_site(proxy.app, config.proxy_host, config.proxy_port,
@@ -340,6 +342,9 @@ def _flag(name: str, *decls: str, **kwargs: Any) -> Callable[[Any], Any]:
 @_flag("join_token", "--join-token", help="Join token, used once (CARA_JOIN_TOKEN).")
 @_flag("data_dir", "--data-dir", help="Where the node credential is kept (AGENT_DATA_DIR).")
 @_flag("server_ca", "--server-ca", help="CA file to verify an https server (CARA_SERVER_CA).")
+@_flag("tls_cert_file", "--tls-cert-file",
+       help="Serve the agent API over HTTPS with this PEM certificate (AGENT_TLS_CERT_FILE).")
+@_flag("tls_key_file", "--tls-key-file", help="The certificate's PEM key (AGENT_TLS_KEY_FILE).")
 @_flag("runtime", "--runtime", help="Container engine: docker, or fake for a hollow node "
        "that runs nothing (AGENT_RUNTIME).")
 @_flag("fake_start_latency", "--fake-start-latency",

@@ -46,7 +46,7 @@ from caravanserai.server.metrics import METRICS_CONTENT_TYPE, Metrics, observe_m
 from caravanserai.server.models import PhasePatch, VersionInfo, WhoAmI
 from caravanserai.server.openapi import build_openapi
 from caravanserai.server.problems import problem_middleware
-from caravanserai.server.relay import relay_routes
+from caravanserai.server.relay import AGENT_SSL, relay_routes
 from caravanserai.server.relay_exec import exec_routes
 from caravanserai.server.routes_patch import MERGE_PATCH, patch_handler
 from caravanserai.server.routes_resources import (
@@ -67,6 +67,7 @@ from caravanserai.server.watch_stream import NDJSON, WatchRegistry
 from caravanserai.store.postgres import PostgresStore
 from caravanserai.store.tokens import TokenStore
 from caravanserai.store.types import Store
+from caravanserai.tls import client_context
 
 log = get_logger("caravanserai.server")
 
@@ -552,6 +553,9 @@ def create_app(
     app[WATCHES] = WatchRegistry(cache_bytes=config.watch_cache_bytes // 2)
     if tokens is not None:
         app[TOKENS] = tokens
+    agent_ssl = client_context(config.agent_ca)
+    if agent_ssl is not None:
+        app[AGENT_SSL] = agent_ssl
     register(app, routes)
     add_ui_routes(app)
     app[OPENAPI_KEY] = build_openapi(routes)

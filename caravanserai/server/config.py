@@ -40,6 +40,7 @@ value, and an explicitly empty or false value counts.
 | metrics_anonymous | ``CARA_METRICS_ANONYMOUS`` | ``metrics_anonymous`` | - | true |
 | tls_cert_file | ``CARA_TLS_CERT_FILE`` | ``tls_cert_file`` | ``--tls-cert-file`` | unset (HTTP) |
 | tls_key_file | ``CARA_TLS_KEY_FILE`` | ``tls_key_file`` | ``--tls-key-file`` | unset |
+| agent_ca | ``CARA_AGENT_CA`` | ``agent_ca`` | - | unset (the relay speaks HTTP to agents) |
 
 ``config.yaml`` keys may also be written as the environment names (``DATABASE_URL:``).
 """
@@ -162,6 +163,7 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("metrics_anonymous", "CARA_METRICS_ANONYMOUS", _parse_bool),
     _Setting("tls_cert_file", "CARA_TLS_CERT_FILE", _parse_optional_str),
     _Setting("tls_key_file", "CARA_TLS_KEY_FILE", _parse_optional_str),
+    _Setting("agent_ca", "CARA_AGENT_CA", _parse_optional_str),
 )
 _BY_NAME = {s.name: s for s in _SETTINGS}
 _BY_ENV = {s.env: s for s in _SETTINGS}
@@ -226,6 +228,8 @@ class ServerConfig:
     metrics_anonymous: bool = True
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
+    # Set: the relay connects to agents over HTTPS (their --tls-cert-file), trusting this CA.
+    agent_ca: str | None = None
     # Where each value came from ("default", "config.yaml", ".env", "environment", "flag"),
     # for error messages and the startup log.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)

@@ -43,7 +43,7 @@ from caravanserai.server.config import (
 )
 from caravanserai.server.manager import controller_manager
 from caravanserai.server.tracing import setup_tracing
-from caravanserai.tls import TLSConfigError, server_context
+from caravanserai.tls import TLSConfigError, client_context, server_context
 
 if TYPE_CHECKING:
     from caravanserai.store.hub import HubLimits
@@ -215,6 +215,7 @@ async def _serve(
 ) -> None:
     try:
         ssl_context = server_context(config.tls_cert_file, config.tls_key_file)
+        client_context(config.agent_ca)  # checked now: a bad CA file is a startup error
     except TLSConfigError as exc:
         raise StartupError(str(exc)) from None
     tracing_middleware, stop_tracing = setup_tracing(config.otel_collector_url)
