@@ -63,3 +63,20 @@ CREATE TABLE IF NOT EXISTS cara_events (
 );
 -- For paginated lists: "the first event after revision R for each name in a range".
 CREATE INDEX IF NOT EXISTS cara_events_kind_name_idx ON cara_events (kind, name, revision);
+
+-- API credentials (issue 11). Only a SHA-256 digest of each token is kept: tokens are 256
+-- random bits, so a fast hash is enough (nothing to brute-force) and the table leaks nothing.
+-- role: view / edit / admin (users), join (may exchange itself for a node credential), node
+-- (bound to `node`). agent_secret is the per-node secret the server's relay presents to that
+-- node's agent (the agent holds it; it is not a credential for this API).
+CREATE TABLE IF NOT EXISTS cara_tokens (
+    name         text COLLATE "C" PRIMARY KEY,
+    role         text        NOT NULL CHECK (role IN ('view', 'edit', 'admin', 'join', 'node')),
+    digest       bytea       NOT NULL UNIQUE,
+    node         text,
+    agent_secret text,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    expires_at   timestamptz,
+    CHECK ((role = 'node') = (node IS NOT NULL))
+);
+CREATE UNIQUE INDEX IF NOT EXISTS cara_tokens_node_idx ON cara_tokens (node) WHERE node IS NOT NULL;

@@ -72,14 +72,15 @@ class AgentAPI:
         self,
         runtime: Runtime,
         node_name: str,
-        token: str | None = None,
+        token: str,
         *,
         ws_max_message_bytes: int = WS_MAX_MESSAGE_BYTES,
     ) -> None:
         self.runtime = runtime
         self.ws_max_message_bytes = ws_max_message_bytes
         self.node_name = node_name
-        self.app = web.Application(middlewares=[self._auth] if token else [])
+        # Always closed: the per-node secret the server's relay presents (see agent/identity).
+        self.app = web.Application(middlewares=[self._auth])
         self._expected = f"Bearer {token}".encode()
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/api/v1/logs/{project}/{service}", self.logs)
@@ -88,9 +89,9 @@ class AgentAPI:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        # Logs and tunnels into containers are for the server's relay only (CARA_TOKEN).
+        # Logs and tunnels into containers are for the server's relay only.
         if request.path != "/healthz":
-            # surrogateescape: non-UTF-8 header bytes are a wrong token (401), not a 500.
+            # surrogateescape: non-UTF-8 header bytes are a wrong secret (401), not a 500.
             given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
             if not hmac.compare_digest(given, self._expected):
                 return problem(401, "Unauthorized", "missing or invalid bearer token")

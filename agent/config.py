@@ -12,7 +12,7 @@ when unset instead of being required.
 | node_name          | NODE_NAME            | --node-name          | the OS hostname             |
 | heartbeat_interval | HEARTBEAT_INTERVAL   | --heartbeat-interval | 30s                         |
 | docker_host        | DOCKER_HOST          | --docker-host        | unix:///var/run/docker.sock |
-| listen_host        | AGENT_LISTEN_HOST    | --agent-host         | 0.0.0.0                     |
+| listen_host        | AGENT_LISTEN_HOST    | --agent-host         | the advertise address       |
 | listen_port        | AGENT_LISTEN_PORT    | --agent-port         | 9090                        |
 | proxy_listen_addr  | PROXY_LISTEN_ADDR    | --proxy-listen-addr  | :8081                       |
 | advertise_ip       | AGENT_ADVERTISE_IP   | --advertise-ip       | detected                    |
@@ -38,10 +38,17 @@ when unset instead of being required.
 | low_port_projects  | CARA_LOW_PORT_PROJECTS |                    | none (comma-separated names) |
 | default_memory     | CARA_DEFAULT_MEMORY  |                      | unset (bytes, 512Mi, 1Gi)   |
 | default_pids_limit | CARA_DEFAULT_PIDS_LIMIT |                   | unset                       |
+| join_token         | CARA_JOIN_TOKEN      | --join-token         | unset                       |
+| data_dir           | AGENT_DATA_DIR       | --data-dir           | the user data directory     |
+| server_ca          | CARA_SERVER_CA       | --server-ca          | the system's CAs            |
+| tls_cert_file      | AGENT_TLS_CERT_FILE  | --tls-cert-file      | unset (the API speaks HTTP) |
+| tls_key_file       | AGENT_TLS_KEY_FILE   | --tls-key-file       | unset                       |
 
-``token`` is the server's ``CARA_API_TOKEN`` when the server requires one: the agent sends
-it to the server, and requires it on its own API (logs, port-forward), which only the
-server's relay calls.
+On its first start the agent joins: it exchanges ``join_token`` (or ``token``, an admin
+token such as the server's ``CARA_API_TOKEN``) for the node's own credential and the secret
+the server's relay presents to it, and keeps both in ``data_dir`` (``nodes/<node>.json``,
+mode 0600). From then on it uses only that credential, and its API (logs, port-forward)
+answers only requests carrying that secret. The API listens on the advertise address.
 
 Durations are Go style (``30s``, ``1m30s``, ``500ms``) or seconds. The advertise address,
 when unset, is the local address that routes to the server.
@@ -61,6 +68,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
+from platformdirs import user_data_dir
 from ruamel.yaml import YAML
 
 from caravanserai.api.config import ConfigError, parse_duration
@@ -99,6 +107,11 @@ ENV_VARS: dict[str, str] = {
     "low_port_projects": "CARA_LOW_PORT_PROJECTS",
     "default_memory": "CARA_DEFAULT_MEMORY",
     "default_pids_limit": "CARA_DEFAULT_PIDS_LIMIT",
+    "join_token": "CARA_JOIN_TOKEN",
+    "data_dir": "AGENT_DATA_DIR",
+    "server_ca": "CARA_SERVER_CA",
+    "tls_cert_file": "AGENT_TLS_CERT_FILE",
+    "tls_key_file": "AGENT_TLS_KEY_FILE",
 }
 
 def parse_size_setting(value: object, key: str) -> int | None:
@@ -190,7 +203,8 @@ class AgentConfig:
     node_name: str = field(default_factory=socket.gethostname)
     heartbeat_interval: float = 30.0
     docker_host: str = "unix:///var/run/docker.sock"
-    listen_host: str = "0.0.0.0"
+    # None: the advertise address (the only one the server connects to).
+    listen_host: str | None = None
     listen_port: int = 9090
     proxy_listen_addr: str = ":8081"
     advertise_ip: str | None = None
@@ -226,6 +240,12 @@ class AgentConfig:
     # Limits put on every container when set (bytes; number of processes).
     default_memory: int | None = None
     default_pids_limit: int | None = None
+    join_token: str | None = field(default=None, repr=False)
+    data_dir: Path = field(default_factory=lambda: Path(user_data_dir("cara-agent")))
+    server_ca: str | None = None
+    # The agent API over HTTPS (the server then needs CARA_AGENT_CA to trust it).
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
 
     @property
     def proxy_host(self) -> str:
@@ -285,8 +305,13 @@ def _convert(key: str, value: Any) -> Any:
             raise ConfigError(f"{key}: must be at least 1")
         return number
     text = "" if value is None else str(value).strip()
-    if key in ("advertise_ip", "token"):
+    if key in ("advertise_ip", "token", "join_token", "server_ca", "listen_host",
+               "tls_cert_file", "tls_key_file"):
         return text or None
+    if key == "data_dir":
+        if not text:
+            raise ConfigError("data_dir: must not be empty")
+        return Path(text).expanduser()
     if not text:
         raise ConfigError(f"{key}: must not be empty")
     if key == "proxy_listen_addr":

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import json
 import signal
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from agent.config import AgentConfig, ConfigError, load_config
 from agent.desired import HostPolicy
 from agent.docker_runtime import DockerRuntime
 from agent.fake_runtime import FakeRuntime
+from agent.identity import JoinError, obtain_identity
 from agent.node import NodeAgent, gather_facts
 from agent.proxy import IngressProxy, RouteTable
 from agent.reconciler import ProjectReconciler, ReconcilerSettings
@@ -49,6 +51,7 @@ from caravanserai.informer.controller import Controller
 from caravanserai.informer.informer import SharedInformer
 from caravanserai.informer.listerwatcher import HTTPListerWatcher
 from caravanserai.logging import configure_logging
+from caravanserai.tls import TLSConfigError, client_context, server_context
 
 log = structlog.get_logger("agent")
 
@@ -96,13 +99,15 @@ def connection_limits(config: AgentConfig) -> ConnectionLimits:
 
 
 async def _start_site(
-    app: web.Application, host: str, port: int, what: str, limits: ConnectionLimits
+    app: web.Application, host: str, port: int, what: str, limits: ConnectionLimits,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> web.AppRunner:
     runner = LimitedAppRunner(app, limits=limits, what=what, handle_signals=False,
                               access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        await web.TCPSite(runner, host, port, reuse_address=True,
+                          ssl_context=ssl_context).start()
     except OSError as exc:
         await runner.cleanup()
         raise StartupError(f"cannot listen on {host}:{port} for the {what}: {exc}") from exc
@@ -143,20 +148,34 @@ async def run_agent(
     log.info("starting cara-agent", node=node_name, server=config.server_url,
              docker=config.docker_host, runtime=config.runtime, advertise_ip=advertise_ip)
     runners: list[web.AppRunner] = []
+    try:
+        server_ssl = client_context(config.server_ca)
+        api_ssl = server_context(config.tls_cert_file, config.tls_key_file)
+    except TLSConfigError as exc:
+        raise StartupError(str(exc)) from None
+    try:
+        identity = await obtain_identity(
+            server=config.server_url, node=node_name, data_dir=config.data_dir,
+            bootstrap_token=config.join_token or config.token, ssl_context=server_ssl,
+        )
+    except JoinError as exc:
+        raise StartupError(str(exc)) from None
     async with contextlib.AsyncExitStack() as stack:
         engine: Runtime = (
             runtime if runtime is not None
             else await stack.enter_async_context(make_runtime(config))
         )
         client = await stack.enter_async_context(
-            CaravanseraiClient(config.server_url, token=config.token, session=session)
+            CaravanseraiClient(config.server_url, token=identity.credential,
+                               ssl_context=server_ssl, session=session)
         )
         # The heartbeat has a session of its own: a busy pool never delays it.
         hb_client = await stack.enter_async_context(
             CaravanseraiClient(
                 config.server_url,
-                token=config.token,
+                token=identity.credential,
                 timeout=max(2.0, min(10.0, config.heartbeat_interval)),
+                ssl_context=server_ssl,
                 session=heartbeat_session,
             )
         )
@@ -224,7 +243,8 @@ async def run_agent(
             max_body_bytes=config.proxy_max_body_bytes,
             trust_forwarded=config.proxy_trust_forwarded,
         )
-        api = AgentAPI(engine, node_name, token=config.token,
+        # Only the server's relay may call it, with this node's own secret.
+        api = AgentAPI(engine, node_name, token=identity.agent_secret,
                        ws_max_message_bytes=config.ws_max_message_bytes)
         try:
             # Binding is immediate; doing it first makes a taken port a clean startup error.
@@ -232,8 +252,9 @@ async def run_agent(
                 install_accept_error_limiter(asyncio.get_running_loop())
                 raise_file_limit(2 * config.max_connections + 1024)
                 runners.append(
-                    await _start_site(api.app, config.listen_host, config.listen_port,
-                                      "agent API", connection_limits(config))
+                    await _start_site(api.app, config.listen_host or advertise_ip,
+                                      config.listen_port, "agent API", connection_limits(config),
+                                      ssl_context=api_ssl)
                 )
                 runners.append(
                     await _start_site(proxy.app, config.proxy_host, config.proxy_port,
@@ -301,7 +322,8 @@ def _flag(name: str, *decls: str, **kwargs: Any) -> Callable[[Any], Any]:
 @_flag("node_name", "--node-name", help="This node's name (NODE_NAME; default hostname).")
 @_flag("heartbeat_interval", "--heartbeat-interval", help="e.g. 30s (HEARTBEAT_INTERVAL).")
 @_flag("docker_host", "--docker-host", help="Docker endpoint (DOCKER_HOST).")
-@_flag("listen_host", "--agent-host", help="Agent API bind address (AGENT_LISTEN_HOST).")
+@_flag("listen_host", "--agent-host",
+       help="Agent API bind address (AGENT_LISTEN_HOST; default the advertise address).")
 @_flag("listen_port", "--agent-port", help="Agent API port (AGENT_LISTEN_PORT, 9090).")
 @_flag("proxy_listen_addr", "--proxy-listen-addr", help="Ingress (PROXY_LISTEN_ADDR, :8081).")
 @_flag("advertise_ip", "--advertise-ip", help="Address the server reaches this agent at.")
@@ -316,7 +338,13 @@ def _flag(name: str, *decls: str, **kwargs: Any) -> Callable[[Any], Any]:
        help="Kept from projects' requests, e.g. cpu=0.5,memory=1Gi (AGENT_SYSTEM_RESERVED).")
 @_flag("pull_timeout", "--pull-timeout", help="Image pull deadline (AGENT_PULL_TIMEOUT).")
 @_flag("sweep_interval", "--sweep-interval", help="Orphan sweep period (AGENT_SWEEP_INTERVAL).")
-@_flag("token", "--token", help="Bearer token of the server's API (CARA_TOKEN).")
+@_flag("token", "--token", help="An admin token to join with (CARA_TOKEN; prefer --join-token).")
+@_flag("join_token", "--join-token", help="Join token, used once (CARA_JOIN_TOKEN).")
+@_flag("data_dir", "--data-dir", help="Where the node credential is kept (AGENT_DATA_DIR).")
+@_flag("server_ca", "--server-ca", help="CA file to verify an https server (CARA_SERVER_CA).")
+@_flag("tls_cert_file", "--tls-cert-file",
+       help="Serve the agent API over HTTPS with this PEM certificate (AGENT_TLS_CERT_FILE).")
+@_flag("tls_key_file", "--tls-key-file", help="The certificate's PEM key (AGENT_TLS_KEY_FILE).")
 @_flag("runtime", "--runtime", help="Container engine: docker, or fake for a hollow node "
        "that runs nothing (AGENT_RUNTIME).")
 @_flag("fake_start_latency", "--fake-start-latency",

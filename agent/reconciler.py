@@ -50,6 +50,7 @@ from caravanserai.api import (
     ProjectStatus,
     ServiceStatus,
 )
+from caravanserai.api.problems import Forbidden
 from caravanserai.client import CaravanseraiClient
 from caravanserai.informer.clock import Clock, RealClock
 from caravanserai.informer.controller import Result
@@ -540,11 +541,14 @@ class ProjectReconciler:
             body = current.model_copy(update={"status": status})
             try:
                 return await self.client.projects.update_status(body)
+            except Forbidden:
+                # The node authorizer: the project is no longer bound to this node.
+                return None
             except Conflict as exc:
                 log.info("status write conflicted; re-reading", project=name, error=str(exc))
                 try:
                     current = await self.client.projects.get(name)
-                except NotFound:
+                except (NotFound, Forbidden):  # gone, or moved to another node
                     return None
         raise Conflict(f'project "{name}": status kept changing under the agent')
 
@@ -576,7 +580,7 @@ class ProjectReconciler:
             return None
         try:
             current = await self.client.projects.get(key)
-        except NotFound:
+        except (NotFound, Forbidden):  # Forbidden: bound to another node
             current = None
         if (
             current is not None

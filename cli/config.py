@@ -28,9 +28,10 @@ ENV_SERVER = "CARA_SERVER"
 ENV_TOKEN = "CARA_TOKEN"
 ENV_TIMEOUT = "CARA_TIMEOUT"
 ENV_CONFIG = "CARA_CONFIG"
+ENV_CA = "CARA_CERTIFICATE_AUTHORITY"
 
 # Keys the file may hold, with what ``config set`` accepts for each.
-CONFIG_KEYS: tuple[str, ...] = ("server", "token", "timeout")
+CONFIG_KEYS: tuple[str, ...] = ("server", "token", "timeout", "certificate-authority")
 
 
 def config_path(environ: Mapping[str, str] | None = None) -> Path:
@@ -111,6 +112,8 @@ class Settings:
     timeout: float | None  # None: no limit
     server_source: str  # "flag", "env", "config", "default"
     config_file: Path
+    # A PEM CA file to verify an https server with (None: the system's CAs).
+    certificate_authority: str | None = None
 
 
 def resolve_settings(
@@ -118,6 +121,7 @@ def resolve_settings(
     server: str | None = None,
     token: str | None = None,
     timeout: str | None = None,
+    certificate_authority: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Apply the precedence flag > env > config file > default to every setting."""
@@ -138,6 +142,7 @@ def resolve_settings(
     server_url = normalize_server(str(raw_server)) if raw_server is not None else DEFAULT_SERVER
     raw_token, _ = pick(token, ENV_TOKEN, "token")
     raw_timeout, timeout_source = pick(timeout, ENV_TIMEOUT, "timeout")
+    raw_ca, _ = pick(certificate_authority, ENV_CA, "certificate-authority")
     seconds = (
         DEFAULT_TIMEOUT
         if raw_timeout is None
@@ -150,4 +155,5 @@ def resolve_settings(
         timeout=seconds or None,
         server_source=server_source,
         config_file=path,
+        certificate_authority=str(raw_ca) if raw_ca else None,
     )

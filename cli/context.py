@@ -41,11 +41,18 @@ ClientFactory = Callable[["Settings"], AbstractAsyncContextManager["Caravanserai
 
 def default_client_factory(settings: Settings) -> CaravanseraiClient:
     from caravanserai.client.http import CaravanseraiClient
+    from caravanserai.tls import TLSConfigError, client_context
+    from cli.config import ConfigError
 
+    try:
+        ssl_context = client_context(settings.certificate_authority)
+    except TLSConfigError as exc:
+        raise ConfigError(str(exc)) from None
     return CaravanseraiClient(
         settings.server,
         token=settings.token,
         timeout=settings.timeout or _NO_LIMIT,
+        ssl_context=ssl_context,
     )
 
 
@@ -95,6 +102,7 @@ class State:
                 server=self.flags.get("server"),
                 token=self.flags.get("token"),
                 timeout=self.flags.get("timeout"),
+                certificate_authority=self.flags.get("certificate_authority"),
                 environ=self.env,
             )
         return self._settings
@@ -195,6 +203,11 @@ def global_options(f: F) -> F:
         click.option(
             "--token", metavar="TOKEN", expose_value=False, callback=_record,
             help="Bearer token for the server [env CARA_TOKEN; config file].",
+        ),
+        click.option(
+            "--certificate-authority", metavar="FILE", expose_value=False, callback=_record,
+            help="CA file to verify an https server [env CARA_CERTIFICATE_AUTHORITY; "
+            "config file].",
         ),
         click.option(
             "--timeout", metavar="DURATION", expose_value=False, callback=_record,

@@ -12,6 +12,7 @@ import socket
 import traceback
 from typing import IO, Any
 
+import aiohttp
 import click
 
 from caravanserai.api import CaravanseraiError, FieldError, NotFound
@@ -86,6 +87,8 @@ def _unreachable_reason(exc: ServerUnreachable) -> str:
     """``connection refused`` rather than asyncio's ``Connect call failed ('127.0.0.1', 80)``."""
     cause: BaseException | None = exc.__cause__
     while cause is not None:
+        if isinstance(cause, aiohttp.ClientConnectorCertificateError):
+            return exc.reason  # the client's words: which certificate check failed, and why
         err = getattr(cause, "os_error", None) or (cause if isinstance(cause, OSError) else None)
         if isinstance(err, socket.gaierror):
             return f"cannot resolve the host name: {err.strerror or err}".rstrip(".")

@@ -43,6 +43,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "cordon": ("cli.commands.nodes:cordon", "Mark nodes unschedulable."),
     "uncordon": ("cli.commands.nodes:uncordon", "Mark nodes schedulable again."),
     "drain": ("cli.commands.nodes:drain", "Move every project off nodes."),
+    "token": ("cli.commands.token:token", "Create, list and revoke API tokens."),
     "config": ("cli.commands.config:config", "Show or change the CLI settings file."),
     "version": ("cli.commands.version:version", "Print the client and server versions."),
     "completion": ("cli.commands.completion:completion", "Print a shell completion script."),

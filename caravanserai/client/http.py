@@ -18,6 +18,7 @@ reached raises :class:`ServerUnreachable` naming its URL.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar, cast
 
@@ -37,6 +38,7 @@ from caravanserai.client.errors import (
     ServerUnreachable,
 )
 from caravanserai.client.options import ListOptions, ObjectList
+from caravanserai.client.tokens import TokenClient
 from caravanserai.client.watch import WatchEvent, parse_event
 
 __all__ = [
@@ -77,6 +79,7 @@ class CaravanseraiClient:
         timeout: seconds for every non-watch call (connect + answer).
         watch_read_timeout: seconds a watch stream may stay silent before it is dropped.
         session: an existing ``aiohttp.ClientSession`` to use (not closed by the client).
+        ssl_context: TLS settings for an ``https`` server (e.g. trusting a private CA).
     """
 
     def __init__(
@@ -87,8 +90,10 @@ class CaravanseraiClient:
         timeout: float = DEFAULT_TIMEOUT,
         watch_read_timeout: float = DEFAULT_WATCH_READ_TIMEOUT,
         session: aiohttp.ClientSession | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._ssl = ssl_context
         self.timeout = timeout
         self.watch_read_timeout = watch_read_timeout
         self._headers = {"Accept": "application/json", "User-Agent": "caravanserai-client/0.1"}
@@ -99,6 +104,7 @@ class CaravanseraiClient:
         self.projects = ProjectClient(self, Project, "projects")
         self.nodes = NodeClient(self, Node, "nodes")
         self.leases = LeaseClient(self)
+        self.tokens = TokenClient(self)
 
     async def __aenter__(self) -> CaravanseraiClient:
         self._get_session()
@@ -115,7 +121,9 @@ class CaravanseraiClient:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(headers=self._headers)
+            # ssl_context: a private CA (caractrl --certificate-authority, agent --server-ca).
+            connector = aiohttp.TCPConnector(ssl=self._ssl) if self._ssl is not None else None
+            self._session = aiohttp.ClientSession(headers=self._headers, connector=connector)
             self._owns_session = True
         return self._session
 
@@ -533,6 +541,11 @@ def _decode_line(line: bytes, url: str) -> dict[str, Any]:
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        # Its os_error's text ("operation not permitted") would hide the real cause.
+        verify = getattr(exc.certificate_error, "verify_message", None)
+        return (f"TLS certificate not trusted: {verify or exc.certificate_error}; "
+                "give the server's CA with --certificate-authority")
     inner = getattr(exc, "os_error", None)
     if isinstance(inner, OSError) and inner.strerror:
         return inner.strerror

@@ -135,15 +135,20 @@ class KindRegistry(Generic[M]):
             raise AlreadyExists(f'{self.noun} "{name}" already exists') from None
         return self.decode(self.observed(stored))
 
-    async def _replace_spec_and_metadata(self, model: M) -> M:
+    async def _replace_spec_and_metadata(
+        self, model: M, guard: Callable[[Obj, Obj], None] | None = None
+    ) -> M:
         """Write ``model``'s spec, labels and annotations over the stored object (nothing,
         no revision, when they are all unchanged); Conflict when its resourceVersion is set
-        and stale. The update of kinds whose spec has no further rules (Node, Lease)."""
+        and stale. The update of kinds whose spec has no further rules (Node, Lease).
+        ``guard(current, new_spec)`` may refuse the write (raise) inside its transaction."""
         spec = model.spec.to_wire()
         labels = dict(model.metadata.labels)
         annotations = dict(model.metadata.annotations)
 
         def mutate(current: Obj) -> Obj | None:
+            if guard is not None:
+                guard(current, spec)
             meta = current.setdefault("metadata", {})
             if (
                 current.get("spec") == spec

@@ -13,7 +13,7 @@ from __future__ import annotations
 from caravanserai.api.base import ObjectMeta, utcnow
 from caravanserai.api.node import Heartbeat, Node, NodeStatus
 from caravanserai.api.phases import OCCUPYING_PHASES
-from caravanserai.api.problems import Conflict, Invalid, NotFound
+from caravanserai.api.problems import Conflict, Forbidden, Invalid, NotFound
 from caravanserai.api.selectors import Selector
 from caravanserai.api.validation import validate_node
 from caravanserai.logging import get_logger
@@ -47,10 +47,24 @@ class NodeRegistry(KindRegistry[Node]):
                  revision=created.metadata.resource_version)
         return created
 
-    async def update(self, node: Node) -> Node:
-        """Replace spec, labels and annotations (resourceVersion precondition when set)."""
+    async def update(self, node: Node, *, as_node: str | None = None) -> Node:
+        """Replace spec, labels and annotations (resourceVersion precondition when set).
+
+        ``as_node``: the write comes from that node's own credential, which may not change
+        ``spec.unschedulable`` (cordon/drain are an admin's; checked in the transaction)."""
         _validate(node)
-        return await self._replace_spec_and_metadata(node)
+        if as_node is None:
+            return await self._replace_spec_and_metadata(node)
+
+        def keep_unschedulable(current: Obj, spec: Obj) -> None:
+            was = bool((current.get("spec") or {}).get("unschedulable", False))
+            if bool(spec.get("unschedulable", False)) != was:
+                raise Forbidden(
+                    f'node "{as_node}" may not change its spec.unschedulable: cordon and '
+                    "drain are an admin's decision"
+                )
+
+        return await self._replace_spec_and_metadata(node, keep_unschedulable)
 
     async def update_status(self, node: Node) -> Node:
         """Replace the status; the Ready condition is made to agree with the state."""

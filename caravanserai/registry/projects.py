@@ -25,6 +25,7 @@ from caravanserai.api.problems import (
     CaravanseraiError,
     Conflict,
     FieldError,
+    Forbidden,
     Invalid,
     NotFound,
 )
@@ -130,8 +131,12 @@ class ProjectRegistry(KindRegistry[Project]):
         stored = await self._update(name, mutate, project.metadata.resource_version)
         return self.decode(stored)
 
-    async def update_status(self, project: Project) -> Project:
-        """Replace the status under the phase machine (history is server-kept)."""
+    async def update_status(self, project: Project, *, as_node: str | None = None) -> Project:
+        """Replace the status under the phase machine (history is server-kept).
+
+        ``as_node``: the write comes from that node's credential; it must be bound to the
+        project and stay so (checked here, in the write's transaction: no race with a
+        rebind)."""
         name = project.metadata.name
         sent = project.status
         now = utcnow()
@@ -139,7 +144,10 @@ class ProjectRegistry(KindRegistry[Project]):
         def mutate(current: Obj) -> Obj | None:
             old_wire = current.get("status") or {}
             old = ProjectStatus.model_validate(old_wire)
-            new_wire = lifecycle.replace_status(old, sent, name, now).to_wire()
+            new_status = lifecycle.replace_status(old, sent, name, now)
+            if as_node is not None:
+                node_may_write(name, as_node, old_wire.get("nodeRef"), new_status.node_ref)
+            new_wire = new_status.to_wire()
             if new_wire == old_wire:
                 return None
             current["status"] = new_wire
@@ -155,6 +163,7 @@ class ProjectRegistry(KindRegistry[Project]):
         reason: str | None,
         message: str | None,
         node_ref: str | None,
+        as_node: str | None = None,
     ) -> Mutator:
         if node_ref is not None and phase is not ProjectPhase.SCHEDULED:
             raise Invalid(
@@ -165,6 +174,8 @@ class ProjectRegistry(KindRegistry[Project]):
 
         def mutate(current: Obj) -> Obj | None:
             status = ProjectStatus.model_validate(current.get("status") or {})
+            if as_node is not None:
+                node_may_write(name, as_node, status.node_ref, node_ref or status.node_ref)
             changed = lifecycle.set_phase(
                 status, name, phase, reason=reason, message=message, now=now, node_ref=node_ref
             )
@@ -184,10 +195,12 @@ class ProjectRegistry(KindRegistry[Project]):
         *,
         node_ref: str | None = None,
         resource_version: str | None = None,
+        as_node: str | None = None,
     ) -> Project:
         """Move the project to ``phase`` (``node_ref`` only with Scheduled). Conflict (409)
-        for an edge the phase machine refuses or a stale ``resource_version``."""
-        mutate = self._phase_mutator(name, phase, reason, message, node_ref)
+        for an edge the phase machine refuses or a stale ``resource_version``; Forbidden
+        when ``as_node`` (a node's credential) is not the node the project is bound to."""
+        mutate = self._phase_mutator(name, phase, reason, message, node_ref, as_node)
         return self.decode(await self._update(name, mutate, resource_version))
 
     async def bind(self, bindings: Sequence[Binding]) -> list[BindingResult]:
@@ -324,6 +337,21 @@ class ProjectRegistry(KindRegistry[Project]):
                      node=stored["status"].get("nodeRef"))
             return DeleteOutcome(self.decode(stored))
         raise Conflict(f'project "{name}" keeps changing; retry the delete')
+
+
+def node_may_write(name: str, node: str, bound_to: str | None, new_ref: str | None) -> None:
+    """A node's credential writes a project's status only while the project is bound to it,
+    and never moves it to another node (Kubernetes' NodeRestriction); Forbidden otherwise.
+    Called inside the write's mutator, so a rebind cannot slip in between."""
+    if bound_to != node:
+        raise Forbidden(
+            f'node "{node}" may not write the status of project "{name}": '
+            "the project is not bound to this node"
+        )
+    if new_ref != node:
+        raise Forbidden(
+            f'node "{node}" may not move project "{name}" to another node'
+        )
 
 
 def _validate(project: Project) -> None:

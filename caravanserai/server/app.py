@@ -17,12 +17,11 @@ aiohttp cleanup context, an async generator taking the app, that starts things b
 from __future__ import annotations
 
 import asyncio
-import hmac
 import platform
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import cast
 
-from aiohttp import hdrs, web
+from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 import caravanserai
@@ -30,21 +29,24 @@ from caravanserai.api.base import API_VERSION
 from caravanserai.api.binding import BindingList, BindingResultList
 from caravanserai.api.lease import Lease, LeaseList
 from caravanserai.api.node import Heartbeat, Node, NodeList
-from caravanserai.api.problems import Unauthorized, Unavailable
+from caravanserai.api.problems import Unavailable
 from caravanserai.api.project import Project, ProjectList, ProjectPhase
 from caravanserai.api.resources import NODES, PROJECTS, ResourceKind
 from caravanserai.api.watch import WatchEvent
 from caravanserai.logging import get_logger
 from caravanserai.registry import Registries
+from caravanserai.server.access import ROUTE_ACCESS, Access
+from caravanserai.server.authn import IDENTITY, TOKENS, Authenticator
+from caravanserai.server.authz import Authorizer, auth_middleware
 from caravanserai.server.config import ServerConfig
 from caravanserai.server.dryrun import DryRunStore, dry_run_middleware
 from caravanserai.server.httputil import json_response
 from caravanserai.server.inputs import request_text_middleware
 from caravanserai.server.metrics import METRICS_CONTENT_TYPE, Metrics, observe_middleware
-from caravanserai.server.models import PhasePatch, VersionInfo
+from caravanserai.server.models import PhasePatch, VersionInfo, WhoAmI
 from caravanserai.server.openapi import build_openapi
 from caravanserai.server.problems import problem_middleware
-from caravanserai.server.relay import relay_routes
+from caravanserai.server.relay import AGENT_SSL, relay_routes
 from caravanserai.server.relay_exec import exec_routes
 from caravanserai.server.routes_patch import MERGE_PATCH, patch_handler
 from caravanserai.server.routes_resources import (
@@ -57,11 +59,15 @@ from caravanserai.server.routes_resources import (
     node_heartbeat,
     patch_project_status,
 )
+from caravanserai.server.routes_tokens import token_routes
 from caravanserai.server.routing import Param, Reply, RouteSpec, register
 from caravanserai.server.state import CONFIG, METRICS, REGISTRIES, STORE, WATCHES
-from caravanserai.server.ui import add_ui_routes, is_ui_path
+from caravanserai.server.ui import add_ui_routes
 from caravanserai.server.watch_stream import NDJSON, WatchRegistry
+from caravanserai.store.postgres import PostgresStore
+from caravanserai.store.tokens import TokenStore
 from caravanserai.store.types import Store
+from caravanserai.tls import client_context
 
 log = get_logger("caravanserai.server")
 
@@ -102,6 +108,15 @@ async def version(request: web.Request) -> web.Response:
         api_version=API_VERSION,
         python=platform.python_version(),
     )
+    return json_response(info.to_wire())
+
+
+async def whoami(request: web.Request) -> web.Response:
+    """The caller's identity as the server sees it (the dashboard hides writes for view)."""
+    identity = request.get(IDENTITY)
+    if identity is None:  # metrics-style anonymous access never reaches here
+        return json_response(WhoAmI(name="anonymous", role="none").to_wire())
+    info = WhoAmI(name=identity.name, role=identity.role.value, node=identity.node)
     return json_response(info.to_wire())
 
 
@@ -383,6 +398,11 @@ def route_table() -> list[RouteSpec]:
             problems=(404, 405),
         ),
         RouteSpec(
+            "GET", "/api/v1/whoami", whoami, "whoami", "Who the caller is", "system",
+            replies=(Reply.json(200, "The caller's token name, role and node", WhoAmI),),
+            problems=(401, 404, 405),
+        ),
+        RouteSpec(
             "GET", "/metrics", metrics_handler, "metrics", "Prometheus metrics", "system",
             replies=(Reply(200, "Text exposition format", {"text/plain": {"type": "string"}}),),
             problems=(404, 405),
@@ -426,6 +446,7 @@ def route_table() -> list[RouteSpec]:
         ),
         *_resource_routes(NODES, Node, NodeList),
         *_lease_routes(),
+        *token_routes(),
         RouteSpec(
             "POST",
             "/api/v1/nodes/{name}/heartbeat",
@@ -485,30 +506,6 @@ async def _lift_timeout(request: web.Request, response: web.StreamResponse) -> N
         deadline.reschedule(None)
 
 
-# Open even with a token: probes, scrapers and API tooling must not need the secret.
-_PUBLIC_PATHS = frozenset({"/api/healthz", "/api/readyz", "/metrics", "/api/v1/openapi.json"})
-
-
-def _auth_middleware(config: ServerConfig) -> Middleware:
-    """Bearer-token authentication when ``CARA_API_TOKEN`` is set (REFERENCE §10.19: the
-    original had none, so anyone who reached the port could rewrite any project)."""
-    expected = f"Bearer {config.api_token}".encode()
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path not in _PUBLIC_PATHS and not is_ui_path(request.path):
-            # surrogateescape: a non-UTF-8 header is a wrong token (401), not a 500.
-            given = request.headers.get(hdrs.AUTHORIZATION, "").encode("utf-8", "surrogateescape")
-            # Constant time: the comparison must not tell how much of a guess was right.
-            if not hmac.compare_digest(given, expected):
-                raise Unauthorized(
-                    "missing bearer token" if not given else "invalid bearer token"
-                )
-        return await handler(request)
-
-    return middleware
-
-
 # -- the app -------------------------------------------------------------------------------
 
 
@@ -517,16 +514,30 @@ def create_app(
     store: Store,
     *,
     extra_startup: Sequence[CleanupContext] = (),
+    access: Mapping[str, Access] = ROUTE_ACCESS,
 ) -> web.Application:
-    """The cara-server application on an open store (see the module docstring)."""
+    """The cara-server application on an open store (see the module docstring).
+
+    ``access``: the authorization rule of every named route (``access.py``); a route added
+    to the app beside the route table needs one too, or it answers 403.
+    """
     metrics = Metrics()
+    routes = route_table()
+    tokens = TokenStore(store) if isinstance(store, PostgresStore) else None
+    authenticator = Authenticator(
+        tokens,
+        static_token=config.api_token,
+        join_token=config.join_token,
+        allow_anonymous=config.insecure_allow_anonymous,
+    )
+    authorizer = Authorizer(store, config.max_body_bytes, config.metrics_anonymous)
     app = web.Application(
         middlewares=[
             observe_middleware(metrics),
             problem_middleware,
             request_text_middleware,
-            *([_auth_middleware(config)] if config.api_token else []),
             _timeout_middleware(config),
+            auth_middleware(authenticator, authorizer, access),
             dry_run_middleware,
         ],
         # Bodies are read (and limited) by our own reader, which answers a problem (413).
@@ -540,7 +551,11 @@ def create_app(
     # registry and the store leaves out only the write itself.
     app[REGISTRIES] = Registries(app[STORE], metrics.observe_revision)
     app[WATCHES] = WatchRegistry(cache_bytes=config.watch_cache_bytes // 2)
-    routes = route_table()
+    if tokens is not None:
+        app[TOKENS] = tokens
+    agent_ssl = client_context(config.agent_ca)
+    if agent_ssl is not None:
+        app[AGENT_SSL] = agent_ssl
     register(app, routes)
     add_ui_routes(app)
     app[OPENAPI_KEY] = build_openapi(routes)

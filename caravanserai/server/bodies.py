@@ -41,8 +41,14 @@ def _is_json(content_type: str) -> bool:
     return content_type in JSON_TYPES or content_type.endswith("+json")
 
 
+# The body, once read: the authorizer may read it before the handler (node rules look at it).
+RAW_BODY = web.RequestKey("raw_body", bytes)
+
+
 async def read_raw(request: web.Request, max_bytes: int) -> bytes:
     """The body bytes; PayloadTooLarge past ``max_bytes`` without reading the rest."""
+    if RAW_BODY in request:
+        return request[RAW_BODY]
     length = request.content_length
     if length is not None and length > max_bytes:
         raise PayloadTooLarge(f"request body of {length} bytes exceeds the limit of {max_bytes}")
@@ -51,7 +57,8 @@ async def read_raw(request: web.Request, max_bytes: int) -> bytes:
         buf += chunk
         if len(buf) > max_bytes:
             raise PayloadTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
-    return bytes(buf)
+    request[RAW_BODY] = bytes(buf)
+    return request[RAW_BODY]
 
 
 def _count_nodes(value: Any, budget: int) -> int:

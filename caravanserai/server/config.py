@@ -25,7 +25,6 @@ value, and an explicitly empty or false value counts.
 | compaction_interval | ``CARA_COMPACTION_INTERVAL`` | ``compaction_interval`` | - | 60 s |
 | db_pool_size | ``CARA_DB_POOL_SIZE`` | ``db_pool_size`` | - | 20 |
 | connect_timeout | ``CARA_CONNECT_TIMEOUT`` | ``connect_timeout`` | - | 10 s |
-| api_token | ``CARA_API_TOKEN`` | ``api_token`` | - | unset (no authentication) |
 | watch_cache_bytes | ``CARA_WATCH_CACHE_BYTES`` | ``watch_cache_bytes`` | - | 64 MiB |
 | watch_queue_bytes | ``CARA_WATCH_QUEUE_BYTES`` | ``watch_queue_bytes`` | - | 16 MiB |
 | watch_future_wait | ``CARA_WATCH_FUTURE_WAIT`` | ``watch_future_wait`` | - | 3 s |
@@ -34,6 +33,14 @@ value, and an explicitly empty or false value counts.
 | idle_timeout | ``CARA_IDLE_TIMEOUT`` | ``idle_timeout`` | - | 75 s |
 | max_connections | ``CARA_MAX_CONNECTIONS`` | ``max_connections`` | - | 4096 |
 | ws_max_message_bytes | ``CARA_WS_MAX_MESSAGE_BYTES`` | ``ws_max_message_bytes`` | - | 4194304 |
+| api_token | ``CARA_API_TOKEN`` | ``api_token`` | - | unset (a static admin token) |
+| bootstrap_token | ``CARA_BOOTSTRAP_TOKEN`` | ``bootstrap_token`` | - | generated |
+| join_token | ``CARA_JOIN_TOKEN`` | ``join_token`` | - | unset |
+| insecure_allow_anonymous | ``CARA_INSECURE_ALLOW_ANONYMOUS`` | ... | ``--insecure-...`` | false |
+| metrics_anonymous | ``CARA_METRICS_ANONYMOUS`` | ``metrics_anonymous`` | - | true |
+| tls_cert_file | ``CARA_TLS_CERT_FILE`` | ``tls_cert_file`` | ``--tls-cert-file`` | unset (HTTP) |
+| tls_key_file | ``CARA_TLS_KEY_FILE`` | ``tls_key_file`` | ``--tls-key-file`` | unset |
+| agent_ca | ``CARA_AGENT_CA`` | ``agent_ca`` | - | unset (the relay speaks HTTP to agents) |
 
 ``config.yaml`` keys may also be written as the environment names (``DATABASE_URL:``).
 """
@@ -150,6 +157,13 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("idle_timeout", "CARA_IDLE_TIMEOUT", _parse_seconds),
     _Setting("max_connections", "CARA_MAX_CONNECTIONS", _parse_positive_int),
     _Setting("ws_max_message_bytes", "CARA_WS_MAX_MESSAGE_BYTES", _parse_positive_int),
+    _Setting("bootstrap_token", "CARA_BOOTSTRAP_TOKEN", _parse_optional_str),
+    _Setting("join_token", "CARA_JOIN_TOKEN", _parse_optional_str),
+    _Setting("insecure_allow_anonymous", "CARA_INSECURE_ALLOW_ANONYMOUS", _parse_bool),
+    _Setting("metrics_anonymous", "CARA_METRICS_ANONYMOUS", _parse_bool),
+    _Setting("tls_cert_file", "CARA_TLS_CERT_FILE", _parse_optional_str),
+    _Setting("tls_key_file", "CARA_TLS_KEY_FILE", _parse_optional_str),
+    _Setting("agent_ca", "CARA_AGENT_CA", _parse_optional_str),
 )
 _BY_NAME = {s.name: s for s in _SETTINGS}
 _BY_ENV = {s.env: s for s in _SETTINGS}
@@ -186,8 +200,7 @@ class ServerConfig:
     db_pool_size: int = 20
     # How long startup waits for PostgreSQL before giving up with one clear line.
     connect_timeout: float = 10.0
-    # When set, every /api/v1 request must carry ``Authorization: Bearer <token>`` (401
-    # otherwise); health, readiness, metrics and the OpenAPI document stay open.
+    # A static admin token (existing setups); tokens in the database are the usual way.
     api_token: str | None = field(default=None, repr=False)
     # Watch-path memory: recent events kept for watchers (the encoded-line cache gets half
     # as much again), and the most one watcher may have queued before it is ended with 410.
@@ -205,6 +218,18 @@ class ServerConfig:
     idle_timeout: float = 75.0
     max_connections: int = 4096
     ws_max_message_bytes: int = 4 * 1024 * 1024
+    # The admin token created on the first start on an empty database (else generated).
+    bootstrap_token: str | None = field(default=None, repr=False)
+    # A static join token: agents exchange it for their node credential.
+    join_token: str | None = field(default=None, repr=False)
+    # No token needed: anonymous requests act as admin (a warning at every start).
+    insecure_allow_anonymous: bool = False
+    # /metrics without a token (Prometheus scrapers); false: it needs one (any role).
+    metrics_anonymous: bool = True
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    # Set: the relay connects to agents over HTTPS (their --tls-cert-file), trusting this CA.
+    agent_ca: str | None = None
     # Where each value came from ("default", "config.yaml", ".env", "environment", "flag"),
     # for error messages and the startup log.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)

@@ -37,6 +37,7 @@ import ctypes.util
 import json
 import os
 import re
+import secrets
 import shlex
 import signal
 import socket
@@ -369,7 +370,8 @@ class AgentPlan:
 
 
 async def plan_agent(
-    environ: Mapping[str, str], *, server_url: str, node: str, docker_host: str
+    environ: Mapping[str, str], *, server_url: str, node: str, docker_host: str,
+    join_token: str | None = None,
 ) -> AgentPlan:
     """The agent child's command line and environment, validated by the agent program
     itself (``--check-config``: this package never imports ``agent``)."""
@@ -381,9 +383,9 @@ async def plan_agent(
     env.setdefault("AGENT_LISTEN_HOST", "127.0.0.1")
     env.setdefault("PROXY_LISTEN_ADDR", "127.0.0.1:8081")
     env.setdefault("AGENT_ADVERTISE_IP", "127.0.0.1")
-    # A server that requires a token gets the same one from its agent.
-    if environ.get("CARA_API_TOKEN"):
-        env.setdefault("CARA_TOKEN", environ["CARA_API_TOKEN"])
+    # The agent joins this server itself (and keeps its node credential in its data dir).
+    if join_token:
+        env["CARA_JOIN_TOKEN"] = join_token
     # config.yaml in the working directory holds the server's settings (cara-server reads
     # it); the agent rejects keys it does not know, so it gets none (os.devnull is no file).
     args = [sys.executable, "-m", "agent", "--config", os.devnull]
@@ -437,9 +439,34 @@ async def _spawn_agent(plan: AgentPlan, out: Any) -> asyncio.subprocess.Process:
     )
 
 
+async def configure_caractrl(environ: Mapping[str, str], server_url: str, token: str) -> None:
+    """Point the current user's caractrl at this cluster (``caractrl config set-server`` and
+    ``set-token``, run as the program: the server does not import the CLI). The token goes
+    through stdin, never the process list. A failure is a warning: the banner still works."""
+    base = [sys.executable, "-m", "cli.main", "config"]
+    for args, stdin in ((["set-server", server_url], None), (["set-token", "-"], token)):
+        proc = await asyncio.create_subprocess_exec(
+            *base, *args, env=dict(environ), stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            async with asyncio.timeout(30):
+                _, err = await proc.communicate((stdin + "\n").encode() if stdin else b"")
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            err = b"timed out"
+        if proc.returncode != 0:
+            log.warning("dev.caractrl_config_failed", step=args[0],
+                        error=err.decode(errors="replace").strip())
+            return
+    log.info("dev.caractrl_configured", server=server_url,
+             note="caractrl now uses this cluster's server and a fresh admin token")
+
+
 async def wait_agent_ready(
     proc: asyncio.subprocess.Process, server_url: str, node: str, since: datetime,
-    log_file: Path | None = None,
+    log_file: Path | None = None, *, token: str | None = None,
 ) -> None:
     """Until the node has heartbeated since ``since`` (a Ready left by an earlier run does
     not count); DevError if the agent exits or does not make it in time."""
@@ -447,7 +474,7 @@ async def wait_agent_ready(
 
     where = f"its log {log_file}" if log_file is not None else "its messages above"
     deadline = time.monotonic() + AGENT_READY_TIMEOUT
-    async with CaravanseraiClient(server_url, timeout=5) as client:
+    async with CaravanseraiClient(server_url, timeout=5, token=token) as client:
         while True:
             if proc.returncode is not None:
                 raise DevError(
@@ -661,7 +688,13 @@ async def run_dev(
 
         host = config.host if config.sources.get("host", "default") != "default" else "127.0.0.1"
         port = config.port or _free_port()  # the agent needs to know it: no port 0
-        server_config = config.with_overrides(database_url=database.dsn, host=host, port=port)
+        # Secure by default, still two commands: an admin token for caractrl (written into
+        # its config below) and a join token for the local agent, fresh for every run
+        # unless configured (CARA_API_TOKEN, CARA_JOIN_TOKEN).
+        admin_token = config.api_token or secrets.token_urlsafe(32)
+        join_token = config.join_token or secrets.token_urlsafe(32)
+        server_config = config.with_overrides(database_url=database.dsn, host=host, port=port,
+                                              api_token=admin_token, join_token=join_token)
         server_url = _client_url(host, port)
         listening = asyncio.Event()
         server_task = asyncio.create_task(
@@ -676,14 +709,16 @@ async def run_dev(
             return 0
 
         node = options.node_name or environ.get("NODE_NAME") or socket.gethostname()
-        plan = await plan_agent(environ, server_url=server_url, node=node, docker_host=docker.host)
+        await configure_caractrl(environ, server_url, admin_token)
+        plan = await plan_agent(environ, server_url=server_url, node=node,
+                                docker_host=docker.host, join_token=join_token)
         since = datetime.now(UTC).replace(microsecond=0)
         agent_log = logs.agent if logs is not None and not logs.verbose else None
         agent = await start_agent(plan, agent_log)
         log.info("dev.agent_started", pid=agent.pid, node=node,
                  command=shlex.join(plan.args))
         ready = asyncio.ensure_future(
-            wait_agent_ready(agent, server_url, node, since, agent_log)
+            wait_agent_ready(agent, server_url, node, since, agent_log, token=admin_token)
         )
         await _first_of(ready, shutdown.wait(), server_task)
         if not ready.done():

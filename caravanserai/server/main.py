@@ -33,6 +33,7 @@ from caravanserai.connections import (
 )
 from caravanserai.logging import configure_logging, get_logger
 from caravanserai.server.app import CleanupContext, create_app
+from caravanserai.server.bootstrap import ensure_bootstrap_token
 from caravanserai.server.config import (
     ConfigError,
     ServerConfig,
@@ -42,6 +43,7 @@ from caravanserai.server.config import (
 )
 from caravanserai.server.manager import controller_manager
 from caravanserai.server.tracing import setup_tracing
+from caravanserai.tls import TLSConfigError, client_context, server_context
 
 if TYPE_CHECKING:
     from caravanserai.store.hub import HubLimits
@@ -211,10 +213,16 @@ async def _serve(
     started: Callable[[], None] | None,
     reuse_port: bool = False,
 ) -> None:
+    try:
+        ssl_context = server_context(config.tls_cert_file, config.tls_key_file)
+        client_context(config.agent_ca)  # checked now: a bad CA file is a startup error
+    except TLSConfigError as exc:
+        raise StartupError(str(exc)) from None
     tracing_middleware, stop_tracing = setup_tracing(config.otel_collector_url)
     store = await open_store(config)
     runner: web.AppRunner | None = None
     try:
+        bootstrap_token = await ensure_bootstrap_token(config, store)
         app = create_app(config, store, extra_startup=extra_startup)
         if tracing_middleware is not None:
             app.middlewares.insert(0, tracing_middleware)
@@ -233,7 +241,10 @@ async def _serve(
             access_log=None,  # our middleware logs each request (with its duration)
         )
         await runner.setup()
-        site = web.TCPSite(runner, config.host, config.port, reuse_port=reuse_port or None)
+        site = web.TCPSite(
+            runner, config.host, config.port, ssl_context=ssl_context,
+            reuse_port=reuse_port or None,
+        )
         try:
             await site.start()
         except OSError as exc:
@@ -255,6 +266,15 @@ async def _serve(
         )
         for warning in config.warnings:
             log.warning("config.warning", message=warning)
+        if config.insecure_allow_anonymous:
+            log.warning(
+                "auth.anonymous_allowed",
+                message="--insecure-allow-anonymous: every request without a token acts as "
+                "admin; anyone who reaches this address controls the cluster",
+                address=f"{config.host}:{config.port}",
+            )
+        if bootstrap_token is not None:
+            show_bootstrap_token(bootstrap_token)
 
         await stop.wait()
         log.info("shutdown.started", signal=received[0] if received else None)
@@ -265,6 +285,16 @@ async def _serve(
             await runner.cleanup()
         await store.close()
         stop_tracing()
+
+
+def show_bootstrap_token(token: str) -> None:
+    """Shown once, on stderr, when the first start created the admin token."""
+    click.echo(
+        "cara-server: created the admin token \"bootstrap-admin\" (shown only this once).\n"
+        "Use it with caractrl (or keep it safe and create tokens for people and nodes):\n"
+        f"    caractrl config set-token {token}",
+        err=True,
+    )
 
 
 def _format_address(address: Any) -> str:
@@ -298,9 +328,17 @@ def _workers_flag(value: str | None) -> int | None:
               default=None, help="YAML settings file [default ./config.yaml].")
 @click.option("--env-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="dotenv file [default ./.env].")
+@click.option("--insecure-allow-anonymous", is_flag=True, default=None,
+              help="Serve requests without a token as admin (warned at every start) "
+              "[env CARA_INSECURE_ALLOW_ANONYMOUS].")
+@click.option("--tls-cert-file", default=None,
+              help="Serve HTTPS with this PEM certificate (chain) [env CARA_TLS_CERT_FILE].")
+@click.option("--tls-key-file", default=None,
+              help="The certificate's PEM key [env CARA_TLS_KEY_FILE].")
 @click.option("--dev", is_flag=True,
               help="Run a complete single-node cluster: embedded PostgreSQL (unless "
-              "DATABASE_URL is set), this server on 127.0.0.1, and a local cara-agent.")
+              "DATABASE_URL is set), this server on 127.0.0.1, and a local cara-agent "
+              "(joined by the server); caractrl gets a fresh admin token in its config.")
 @click.option("--node-name", default=None,
               help="With --dev: the local node's name [env NODE_NAME; default hostname].")
 @click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
@@ -321,6 +359,9 @@ def main(
     otel_collector_url: str | None,
     config_file: Path | None,
     env_file: Path | None,
+    insecure_allow_anonymous: bool | None,
+    tls_cert_file: str | None,
+    tls_key_file: str | None,
     dev: bool,
     node_name: str | None,
     data_dir: Path | None,
@@ -332,6 +373,9 @@ def main(
     Settings come from flags, then the environment, then .env, then config.yaml (in the
     working directory), then defaults.
 
+    Every request but the probes needs a bearer token: the first start on an empty
+    database creates an admin token and prints it once (CARA_BOOTSTRAP_TOKEN to choose it).
+
     `cara-server --dev` brings up a whole single-node cluster for trying Caravanserai out.
     """
     flags = {
@@ -341,6 +385,9 @@ def main(
         "debug": debug,
         "otel_collector_url": otel_collector_url,
         "workers": _workers_flag(workers),
+        "insecure_allow_anonymous": insecure_allow_anonymous,
+        "tls_cert_file": tls_cert_file,
+        "tls_key_file": tls_key_file,
     }
     if not dev and (node_name is not None or data_dir is not None or verbose):
         click.echo(f"{PROG}: --node-name, --data-dir and -v only apply with --dev", err=True)

@@ -20,6 +20,15 @@ class PhasePatch(WireModel):
     resource_version: str | None = None
 
 
+class WhoAmI(WireModel):
+    """Body of ``GET /api/v1/whoami``: the caller's token name, role and (node credentials)
+    node."""
+
+    name: str
+    role: str
+    node: str | None = None
+
+
 class VersionInfo(WireModel):
     """Body of ``GET /api/v1/version``."""
 

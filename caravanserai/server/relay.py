@@ -19,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -39,11 +41,15 @@ from caravanserai.api.problems import (
 )
 from caravanserai.api.project import Project
 from caravanserai.logging import get_logger
+from caravanserai.server.authn import TOKENS
 from caravanserai.server.routing import Param, Reply, RouteSpec, Schema
 from caravanserai.server.state import CONFIG, STORE
 from caravanserai.streaming import while_client_connected
 
 log = get_logger("caravanserai.server.relay")
+
+# The relay's TLS context for agents (CARA_AGENT_CA); absent: plain HTTP to agents.
+AGENT_SSL = web.AppKey("agent_ssl", ssl.SSLContext)
 
 DEFAULT_AGENT_PORT = 9090
 CONNECT_TIMEOUT = 5.0
@@ -115,11 +121,21 @@ async def resolve_target(request: web.Request) -> Target:
         raise Unavailable(
             f'node "{node_name}" has an invalid address; it must heartbeat again'
         ) from None
-    return Target(name, service, node_name, agent_base_url(node))
+    scheme = "https" if request.app.get(AGENT_SSL) is not None else "http"
+    return Target(name, service, node_name, agent_base_url(node, scheme))
 
 
-def agent_base_url(node: Node) -> str:
-    """``http://ip:port`` of the node's agent, built only from a validated IP and port.
+def agent_session(
+    request: web.Request, headers: dict[str, str], **kw: Any
+) -> aiohttp.ClientSession:
+    """A session to an agent: HTTPS trusting ``CARA_AGENT_CA`` when the server has one."""
+    ssl_context = request.app.get(AGENT_SSL)
+    connector = aiohttp.TCPConnector(ssl=ssl_context) if ssl_context is not None else None
+    return aiohttp.ClientSession(headers=headers, connector=connector, **kw)
+
+
+def agent_base_url(node: Node, scheme: str = "http") -> str:
+    """``http(s)://ip:port`` of the node's agent, built only from a validated IP and port.
 
     The model already refused anything but an IP address and a port in 1-65535 when the node
     wrote them; parsing again here means no stored string is ever pasted into a URL.
@@ -133,13 +149,16 @@ def agent_base_url(node: Node) -> str:
         raise Unavailable(f'node "{node.metadata.name}" has an invalid address') from None
     port = node.status.network.agent_port or DEFAULT_AGENT_PORT
     host = f"[{address}]" if address.version == 6 else str(address)
-    return f"http://{host}:{port}"
+    return f"{scheme}://{host}:{port}"
 
 
-def _agent_headers(request: web.Request) -> dict[str, str]:
-    """With ``CARA_API_TOKEN`` set, agents require it too (their ``CARA_TOKEN``)."""
-    token = request.app[CONFIG].api_token
-    return {"Authorization": f"Bearer {token}"} if token else {}
+async def _agent_headers(request: web.Request, target: Target) -> dict[str, str]:
+    """The node's own secret (established when it joined), never the caller's token nor the
+    cluster's: a compromised agent learns nothing it could use against the API. A node that
+    never joined gets no credential at all (a real agent then refuses, 401)."""
+    tokens = request.app.get(TOKENS)
+    secret = await tokens.agent_secret(target.node) if tokens is not None else None
+    return {"Authorization": f"Bearer {secret}"} if secret else {}
 
 
 async def _agent_error(resp: aiohttp.ClientResponse, target: Target) -> CaravanseraiError:
@@ -164,7 +183,8 @@ async def logs(request: web.Request) -> web.StreamResponse:
         f"{target.base_url}/api/v1/logs/{quote(target.project)}/{quote(target.service)}"
     )
     params = {"follow": str(follow).lower(), "timestamps": str(timestamps).lower(), "tail": tail}
-    session = aiohttp.ClientSession(auto_decompress=False, headers=_agent_headers(request))
+    headers = await _agent_headers(request, target)
+    session = agent_session(request, headers, auto_decompress=False)
     try:
         resp = await session.get(
             url,
@@ -226,7 +246,7 @@ async def portforward(request: web.Request) -> web.StreamResponse:
         f"{target.base_url}/api/v1/forward/{quote(target.project)}/"
         f"{quote(target.service)}/{port}"
     )
-    session = aiohttp.ClientSession(headers=_agent_headers(request))
+    session = agent_session(request, await _agent_headers(request, target))
     try:
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT * 2):

@@ -22,6 +22,7 @@ from caravanserai.server.relay import (
     _agent_headers,
     _bool,
     _splice,
+    agent_session,
     resolve_target,
 )
 from caravanserai.server.routing import Param, Reply, RouteSpec
@@ -46,7 +47,7 @@ async def exec_(request: web.Request) -> web.StreamResponse:
     params = [("command", c) for c in command] + [
         ("tty", str(tty).lower()), ("stdin", str(stdin).lower())
     ]
-    session = aiohttp.ClientSession(headers=_agent_headers(request))
+    session = agent_session(request, await _agent_headers(request, target))
     try:
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT * 2):

@@ -18,6 +18,7 @@ from caravanserai.api.project import Project, ProjectPhase
 from caravanserai.api.resources import PROJECTS, ResourceKind
 from caravanserai.api.selectors import Selector
 from caravanserai.api.validation import parse_resource
+from caravanserai.server.authn import acting_node
 from caravanserai.server.bodies import read_document, validate_body
 from caravanserai.server.httputil import bool_param, int_param, json_response, ordered
 from caravanserai.server.models import PhasePatch
@@ -134,14 +135,24 @@ class ResourceHandlers:
         name = request.match_info["name"]
         model = parse_resource(await self._document(request, name), kind=self.kind.kind)
         _check_name(model, name)
-        return _wire(await _registry(request, self.kind).update(model))
+        registries = request.app[REGISTRIES]
+        if isinstance(model, Project):
+            return _wire(await registries.projects.update(model))
+        # A node's own credential may update its Node, never its spec.unschedulable.
+        return _wire(await registries.nodes.update(model, as_node=acting_node(request)))
 
     # PUT /api/v1/{plural}/{name}/status
     async def update_status(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         model = parse_resource(await self._document(request, name), kind=self.kind.kind)
         _check_name(model, name)
-        return _wire(await _registry(request, self.kind).update_status(model))
+        registries = request.app[REGISTRIES]
+        if isinstance(model, Project):
+            # A node's credential: only a project bound to it (checked by the registry).
+            return _wire(
+                await registries.projects.update_status(model, as_node=acting_node(request))
+            )
+        return _wire(await registries.nodes.update_status(model))
 
 
 def _multi(request: web.Request, name: str) -> list[str]:
@@ -167,6 +178,7 @@ async def patch_project_status(request: web.Request) -> web.Response:
         patch.message,
         node_ref=patch.node_ref,
         resource_version=patch.resource_version,
+        as_node=acting_node(request),
     )
     return web.Response(status=204)
 

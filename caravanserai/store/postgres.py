@@ -465,6 +465,14 @@ class PostgresStore:
         """This process's watch hub (its ``listener_pid`` is useful in tests)."""
         return self._hub
 
+    def connection(self) -> contextlib.AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
+        """A pooled connection for the store's other tables (tokens); errors become 503."""
+        return self._connection()
+
+    @property
+    def query_timeout(self) -> float:
+        return self._query_timeout
+
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         with db_errors():

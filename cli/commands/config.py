@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from cli.config import (
@@ -83,9 +85,25 @@ def set_server(url: str) -> None:
 @click.argument("value", metavar="TOKEN")
 @global_options
 def set_token(value: str) -> None:
-    """Remember a bearer token (the file is made readable by you only)."""
+    """Remember a bearer token (the file is made readable by you only).
+
+    TOKEN "-" reads it from standard input (keeps it out of the process list).
+    """
+    if value == "-":
+        value = sys.stdin.readline().strip()
+        if not value:
+            raise click.BadParameter("no token on standard input", param_hint="'TOKEN'")
     _set("token", value)
     click.echo(f"token set in {_path()}")
+
+
+@config.command("set-certificate-authority")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, resolve_path=True))
+@global_options
+def set_certificate_authority(file: str) -> None:
+    """Remember the CA file that verifies an https server (a private CA)."""
+    _set("certificate-authority", file)
+    click.echo(f"certificate-authority set to {file} in {_path()}")
 
 
 @config.command("set-timeout")

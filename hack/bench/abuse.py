@@ -65,8 +65,9 @@ def rss_mb(pid: int) -> float:
 @contextlib.contextmanager
 def server(database_url: str, tree: str | None, log_path: Path) -> Iterator[tuple[str, int]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARA_")}
+    # On loopback only, without tokens: anonymous requests act as admin.
     env.update(DATABASE_URL=database_url, CARA_CONTROLLERS="none", DEBUG="false",
-               CARA_MAX_BODY_BYTES=str(2 * 1024 * 1024))
+               CARA_MAX_BODY_BYTES=str(2 * 1024 * 1024), CARA_INSECURE_ALLOW_ANONYMOUS="true")
     if tree:
         env["PYTHONPATH"] = tree
     with open(log_path, "w") as log:

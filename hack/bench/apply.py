@@ -181,14 +181,16 @@ async def system(dsn: str, docker_host: str, logs: Path) -> AsyncIterator[Carava
     node = f"bench-{uuid.uuid4().hex[:6]}"
     base = {k: v for k, v in os.environ.items()
             if not k.startswith(("CARA_", "AGENT_", "NODE_", "SERVER_", "PROXY_"))}
+    # On loopback only, without tokens: anonymous acts as admin; the agent joins without one.
     server_env = base | {"DATABASE_URL": dsn, "HOST": "127.0.0.1", "PORT": str(port),
-                         "DEBUG": "false"}
+                         "DEBUG": "false", "CARA_INSECURE_ALLOW_ANONYMOUS": "true"}
     agent_env = base | {
         "SERVER_URL": f"http://127.0.0.1:{port}", "NODE_NAME": node,
         "DOCKER_HOST": docker_host, "AGENT_LISTEN_HOST": "127.0.0.1",
         "AGENT_LISTEN_PORT": str(agent_port), "PROXY_LISTEN_ADDR": f"127.0.0.1:{proxy_port}",
         "AGENT_ADVERTISE_IP": "127.0.0.1", "HEARTBEAT_INTERVAL": "2s",
         "AGENT_STOP_TIMEOUT": "2s", "DEBUG": "false",
+        "AGENT_DATA_DIR": str(logs / "agent-data"),  # its node credential
     }
     with program([str(BIN / "cara-server")], server_env, logs / "server.log"):
         async with CaravanseraiClient(f"http://127.0.0.1:{port}") as api:

@@ -82,7 +82,10 @@ def start_servers(dsn: str, count: int, workers: int | None, log_dir: Path) -> l
     for i in range(count):
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("CARA_")}
+        # On loopback only, without tokens: anonymous requests act as admin, and the hollow
+        # nodes join without a join token.
         env.update(DATABASE_URL=dsn, CARA_DB_POOL_SIZE="10", DEBUG="false",
+                   CARA_INSECURE_ALLOW_ANONYMOUS="true",
                    CARA_HEARTBEAT_TIMEOUT=os.environ.get("CARA_HEARTBEAT_TIMEOUT", "90s"))
         command = [CARA_SERVER, "--host", "127.0.0.1", "--port", str(port)]
         if workers is not None:

@@ -156,6 +156,8 @@ def server(dsn: str, log_path: Path, workers: int | None) -> Iterator[tuple[str,
         PORT=str(port),
         CARA_CONTROLLERS="scheduler",
         DEBUG="false",
+        # On loopback only, without tokens: anonymous requests act as admin.
+        CARA_INSECURE_ALLOW_ANONYMOUS="true",
     )
     if workers is not None:
         env["CARA_SCHEDULER_WORKERS"] = str(workers)

@@ -253,7 +253,10 @@ async def _wait_http(url: str, proc: Process, within: float = 30.0) -> None:
 async def cara_server(database_url: str, tmp_path: Path) -> AsyncIterator[str]:
     """A running ``cara-server`` on a free port; yields its URL."""
     port = free_port()
-    env = _base_env() | {"DATABASE_URL": database_url, "HOST": "127.0.0.1", "PORT": str(port)}
+    # Open on loopback (these tests are not about authorization; test_auth_e2e.py is). The
+    # agents still join and then act with their node credentials.
+    env = _base_env() | {"DATABASE_URL": database_url, "HOST": "127.0.0.1", "PORT": str(port),
+                         "CARA_INSECURE_ALLOW_ANONYMOUS": "true"}
     proc = Process("cara-server", [str(BIN / "cara-server")], env, tmp_path / "server.log",
                    tmp_path)
     proc.start()
@@ -333,6 +336,7 @@ class Agents:
             "AGENT_STOP_TIMEOUT": "2s",
             "AGENT_SWEEP_INTERVAL": "5s",
             "DEBUG": "true",
+            "AGENT_DATA_DIR": str(self.tmp_path / "agent-data"),
         } | env
         proc = Process(f"cara-agent {node}", [str(BIN / "cara-agent")], full_env,
                        self.tmp_path / f"agent-{node}.log", self.tmp_path)

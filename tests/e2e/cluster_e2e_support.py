@@ -194,6 +194,8 @@ async def start_server(
         "DATABASE_URL": database_url,
         "HOST": "127.0.0.1",
         "PORT": str(port),
+        # Open on loopback unless ``env`` says otherwise (test_auth_e2e.py does).
+        "CARA_INSECURE_ALLOW_ANONYMOUS": "true",
     } | (env or {})
     proc = Process(name, [str(BIN / "cara-server")], full_env, tmp_path / f"{name}.log",
                    tmp_path)

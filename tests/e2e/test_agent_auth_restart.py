@@ -1,10 +1,10 @@
 """e2e: token authentication end to end through an agent, and a cara-server restart under a
 live agent.
 
-- Server with ``CARA_API_TOKEN``, agent with ``CARA_TOKEN``: the agent registers, runs a
-  project, and the server relays its logs (the relay authenticates to the agent with the
-  same token); without the token both the server's API and the agent's log endpoint
-  refuse (401).
+- Server with ``CARA_API_TOKEN``, agent with ``CARA_TOKEN``: the agent joins with it,
+  registers, runs a project, and the server relays its logs (the relay authenticates to the
+  agent with the node's own secret); without a token both the server's API and the agent's
+  log endpoint refuse (401).
 - ``cara-server`` stopped and started again (same address) while an agent runs: the
   containers keep running meanwhile, the agent re-watches, and changes made after the
   restart (a new project, a deletion) still reach it.
@@ -56,7 +56,8 @@ class Server:
 
 @pytest.fixture
 def server_env() -> dict[str, str]:
-    return {}
+    # Open on loopback unless a test sets a token (the token test below).
+    return {"CARA_INSECURE_ALLOW_ANONYMOUS": "true"}
 
 
 @contextlib.contextmanager

@@ -69,6 +69,8 @@ class Server:
     async def start(self, **env: str) -> None:
         full = _base_env() | {
             "DATABASE_URL": self.database_url, "HOST": "127.0.0.1", "PORT": str(self.port),
+            # Open on loopback (anonymous acts as admin) unless a test passes tokens.
+            "CARA_INSECURE_ALLOW_ANONYMOUS": "true",
         } | env
         self.process = Process("cara-server", [str(BIN / "cara-server")], full,
                                self.tmp_path / "server.log", self.tmp_path)
@@ -369,3 +371,51 @@ def _body(name: str) -> dict[str, Any]:
         "spec": {"services": [{"name": "idle", "image": BUSYBOX,
                                "command": ["sleep", "3600"]}]},
     }
+
+
+async def test_a_view_token_sees_a_read_only_dashboard(
+    database_url: str, tmp_path: Path, chromium: str
+) -> None:
+    """Signed in with a ``view`` token (``GET /api/v1/whoami``), the dashboard offers no
+    writes: no "Apply a manifest…" link and a disabled Apply button; an ``edit`` token gets
+    both."""
+    from playwright.async_api import async_playwright, expect
+
+    from caravanserai.api.tokens import TokenCreate, TokenRole
+
+    admin_token = "cara_dashboard-admin-token"
+    srv = Server(database_url, tmp_path)
+    await srv.start(CARA_INSECURE_ALLOW_ANONYMOUS="false", CARA_API_TOKEN=admin_token)
+    try:
+        async with CaravanseraiClient(srv.url, token=admin_token) as admin:
+            tokens = {
+                role: (await admin.tokens.create(
+                    TokenCreate(name=unique(role), role=TokenRole(role)))).token
+                for role in ("view", "edit")
+            }
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            try:
+                for role, token in tokens.items():
+                    context = await browser.new_context()
+                    context.set_default_timeout(UI_TIMEOUT_MS)
+                    expect.set_options(timeout=UI_TIMEOUT_MS)
+                    page = await context.new_page()
+                    await page.goto(srv.url + "/ui/")
+                    await page.locator("#token").fill(token)
+                    await page.get_by_role("button", name="Sign in").click()
+                    await expect(page.get_by_text(f"({role})")).to_be_visible()
+                    await expect(page.get_by_text("No projects found.")).to_be_visible()
+                    apply_link = page.get_by_role("link", name="Apply a manifest…")
+                    await expect(apply_link).to_have_count(0 if role == "view" else 1)
+                    await page.goto(srv.url + "/ui/#/apply")
+                    button = page.get_by_role("button", name="Apply", exact=True)
+                    if role == "view":
+                        await expect(button).to_be_disabled()
+                    else:
+                        await expect(button).to_be_enabled()
+                    await context.close()
+            finally:
+                await browser.close()
+    finally:
+        srv.stop()

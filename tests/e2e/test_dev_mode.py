@@ -83,6 +83,14 @@ class DevEnv:
     server_url: str
     runs: int = 0
 
+    def client(self) -> CaravanseraiClient:
+        """A client as caractrl is after ``--dev``: the server and the admin token that the
+        dev cluster wrote into the user's caractrl config."""
+        path = Path(self.env["XDG_CONFIG_HOME"]) / "caravanserai" / "config.yaml"
+        settings = YAML(typ="safe", pure=True).load(path.read_text("utf-8"))
+        assert settings["server"] == self.server_url
+        return CaravanseraiClient(self.server_url, token=settings["token"])
+
     async def start(self, **extra: str) -> Dev:
         self.runs += 1
         log = self.tmp / f"dev-{self.runs}.log"
@@ -182,7 +190,7 @@ async def test_restart_keeps_data_and_adopts_running_containers(
     assert '"app": "cara-agent"' in (logs / "cara-agent.log").read_text()
     name = f"hello-{uuid.uuid4().hex[:6]}"
     try:
-        async with CaravanseraiClient(dev_env.server_url) as api:
+        async with dev_env.client() as api:
             await api.projects.create(hello(name))
             await wait_phase(api, name, "Running")
         container = await docker.containers.get(f"{name}-web")
@@ -200,7 +208,7 @@ async def test_restart_keeps_data_and_adopts_running_containers(
 
         second = await dev_env.start()
         devs.append(second)
-        async with CaravanseraiClient(dev_env.server_url) as api:
+        async with dev_env.client() as api:
             project = await wait_phase(api, name, "Running")
             assert project.status.node_ref == dev_env.node
             # Adopted, not recreated.
@@ -221,7 +229,7 @@ async def test_database_url_is_used_instead_of_the_embedded_one(
         line = next(x for x in dev.stdout if x.strip().startswith("database"))
         assert "DATABASE_URL" in line and "embedded" not in line, line
         assert not (dev_env.tmp / "data" / "caravanserai" / "postgres").exists()
-        async with CaravanseraiClient(dev_env.server_url) as api:
+        async with dev_env.client() as api:
             nodes = await api.nodes.list()
             assert [n.metadata.name for n in nodes.items] == [dev_env.node]
     finally:

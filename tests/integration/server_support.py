@@ -120,6 +120,9 @@ def make_config(database_url: str, **overrides: Any) -> ServerConfig:
         "watch_timeout": 60.0,
         "request_timeout": 20.0,
         "shutdown_timeout": 5.0,
+        # Authorization is not these tests' subject (tests/integration/test_auth_*.py):
+        # anonymous requests act as admin, as a server with --insecure-allow-anonymous.
+        "insecure_allow_anonymous": True,
     }
     values.update(overrides)
     return ServerConfig(**values)
@@ -219,6 +222,18 @@ class ServerProcess:
     lines: list[str]
     drain: threading.Thread | None = None
 
+    def wait_for_line(self, text: str, timeout: float = 30.0) -> str:
+        """The first stderr line containing ``text`` (read by the drain thread)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if text in line:
+                    return line
+            if self.proc.poll() is not None and not (self.drain and self.drain.is_alive()):
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no line with {text!r}: {''.join(self.lines[-20:])}")
+
 
 def _drain(proc: subprocess.Popen[str], lines: list[str]) -> None:
     assert proc.stderr is not None
@@ -231,6 +246,9 @@ def start_server_process(
 ) -> ServerProcess:
     """Run ``cara-server --port 0`` and wait for its ``listening`` line (JSON logs)."""
     full_env = {k: v for k, v in os.environ.items() if k not in _SERVER_ENV}
+    # Open on loopback unless a test says otherwise: authorization has its own tests
+    # (test_auth_*.py), these are about everything else.
+    full_env["CARA_INSECURE_ALLOW_ANONYMOUS"] = "true"
     full_env.update(env)
     proc = subprocess.Popen(
         [CARA_SERVER, "--host", "127.0.0.1", "--port", "0", *(args or [])],

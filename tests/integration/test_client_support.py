@@ -31,6 +31,8 @@ class RunningServer:
         self.store = store
         self.port = port or free_port()
         config.setdefault("bookmark_interval", 1.0)
+        # Open on loopback: these tests are about the client, not authorization.
+        config.setdefault("insecure_allow_anonymous", True)
         self.config = ServerConfig(
             database_url="postgresql://unused", host="127.0.0.1", port=self.port, **config
         )

@@ -85,8 +85,11 @@ async def serve(
     api_token: str | None = None,
 ) -> AsyncIterator[Server]:
     """A cara-server app on 127.0.0.1 (a free port) with (by default) the manager."""
+    # Without a token the server is served as with --insecure-allow-anonymous (on loopback):
+    # authorization is not what these tests are about.
     config = ServerConfig(
-        database_url=database_url, host="127.0.0.1", port=0, api_token=api_token
+        database_url=database_url, host="127.0.0.1", port=0, api_token=api_token,
+        insecure_allow_anonymous=api_token is None,
     )
     extra = (
         [controller_manager(settings or manager_settings(), clock=clock, identity=identity)]

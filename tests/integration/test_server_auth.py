@@ -50,7 +50,9 @@ async def test_token_closes_the_api_but_not_the_probes(
             await server.client.projects.get("nope")
 
 
-async def test_no_token_configured_means_open(store: PostgresStore, database_url: str) -> None:
+async def test_insecure_allow_anonymous_means_open(
+    store: PostgresStore, database_url: str
+) -> None:
     async with (
         serve(store, database_url, with_manager=False) as server,
         CaravanseraiClient(server.url) as anonymous,

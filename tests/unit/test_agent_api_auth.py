@@ -1,5 +1,5 @@
-"""The agent's own API requires the token when one is configured (logs and tunnels into
-containers are for the server's relay only); /healthz stays open."""
+"""The agent's own API requires its per-node secret (logs and tunnels into containers are for
+the server's relay only); /healthz stays open."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class _NoContainers:
         return None
 
 
-async def _client(token: str | None) -> TestClient[Any, Any]:
+async def _client(token: str) -> TestClient[Any, Any]:
     api = AgentAPI(cast(Runtime, _NoContainers()), "node-1", token=token)
     client: TestClient[Any, Any] = TestClient(TestServer(api.app))
     await client.start_server()
@@ -38,10 +38,12 @@ async def test_token_required_on_the_api_but_not_on_healthz() -> None:
         await client.close()
 
 
-async def test_no_token_means_open() -> None:
-    client = await _client(None)
+async def test_the_api_is_always_closed() -> None:
+    """There is no open mode: the agent always has its per-node secret (it joined)."""
+    client = await _client("s3cret")
     try:
-        assert (await client.get("/api/v1/logs/p/web")).status == 404
+        for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "s3cret"}):
+            assert (await client.get("/api/v1/logs/p/web", headers=headers)).status == 401
     finally:
         await client.close()
 
@@ -90,11 +92,13 @@ async def test_a_websocket_message_past_the_limit_closes_the_tunnel() -> None:
                                   "cara.node": "node-1"},
                                  "running", ips={"cara-p": "127.0.0.1"})
 
-    api = AgentAPI(cast(Runtime, _OneContainer()), "node-1", ws_max_message_bytes=1024)
+    api = AgentAPI(cast(Runtime, _OneContainer()), "node-1", "relay-secret",
+                   ws_max_message_bytes=1024)
     client: TestClient[Any, Any] = TestClient(TestServer(api.app))
     await client.start_server()
     try:
-        ws = await client.ws_connect(f"/api/v1/forward/p/web/{port}")
+        ws = await client.ws_connect(f"/api/v1/forward/p/web/{port}",
+                                     headers={"Authorization": "Bearer relay-secret"})
         await ws.send_bytes(b"small")
         async with asyncio.timeout(10):
             msg = await ws.receive()

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from caravanserai.server.access import ROUTE_ACCESS, Access
 from caravanserai.server.app import create_app
 from caravanserai.server.config import ServerConfig
 
@@ -44,9 +45,11 @@ async def slow_stream(request: web.Request) -> web.StreamResponse:
 
 @pytest.fixture
 async def client() -> AsyncIterator[TestClient[web.Request, web.Application]]:
-    config = ServerConfig(request_timeout=0.2, max_body_bytes=1024)
-    app = create_app(config, StubStore())  # type: ignore[arg-type]
-    app.router.add_get("/test/stream", slow_stream)
+    config = ServerConfig(request_timeout=0.2, max_body_bytes=1024, insecure_allow_anonymous=True)
+    # A route of its own needs an access rule like every other (here: open).
+    rules = {**ROUTE_ACCESS, "testStream": Access("system", "get", None)}
+    app = create_app(config, StubStore(), access=rules)  # type: ignore[arg-type]
+    app.router.add_get("/test/stream", slow_stream, name="testStream")
     async with TestClient(TestServer(app)) as c:
         yield c
 

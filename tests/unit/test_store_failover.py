@@ -82,7 +82,7 @@ class DownStore:
 
 
 async def test_database_down_answers_503_with_retry_after() -> None:
-    app = create_app(ServerConfig(), DownStore())  # type: ignore[arg-type]
+    app = create_app(ServerConfig(insecure_allow_anonymous=True), DownStore())  # type: ignore[arg-type]
     async with TestClient(TestServer(app)) as client:
         resp = await client.get("/api/v1/projects/web")
         assert resp.status == 503

@@ -19,6 +19,7 @@ export const session = { readOnly: false, identity: null };
 
 let cleanup = () => {};
 let tick = null;
+let signingIn = false; // the sign-in form is shown instead of the page
 
 // -- status line, banner, identity --------------------------------------------------------
 
@@ -33,7 +34,9 @@ function updateConn() {
     unauthorized: "signed out", forbidden: "forbidden" }[state];
   conn.dataset.state = state;
   conn.textContent = text;
-  if (state === "unauthorized") route();
+  // Signed out: the sign-in form; signed in again (the informers restarted with the new
+  // token and answered): back to the page the hash names.
+  if ((state === "unauthorized") !== signingIn) route();
 }
 
 function informer(resource) {
@@ -360,7 +363,7 @@ function loginPage() {
     setToken(input.value.trim());
   } },
   h("h1", {}, "Sign in"),
-  h("p", { id: "login-help", class: "muted" }, "Paste an API token (", h("code", {}, "caractrl config view"), " shows yours)."),
+  h("p", { id: "login-help", class: "muted" }, "Paste an API token (", h("code", {}, "caractrl config view --raw"), " shows yours)."),
   failed?.detail ? h("p", { class: "banner", role: "alert" }, failed.detail) : null,
   h("label", { for: "token" }, "Token"), input,
   h("button", { type: "submit" }, "Sign in"));
@@ -383,7 +386,8 @@ export function route() {
   cleanup();
   cleanup = () => {};
   clearError();
-  if (allShared().some((i) => i.state === "unauthorized")) {
+  signingIn = allShared().some((i) => i.state === "unauthorized");
+  if (signingIn) {
     cleanup = loginPage();
     return;
   }
