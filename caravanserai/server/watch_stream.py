@@ -33,6 +33,7 @@ revision this server has not reached waits ``watch_future_wait`` seconds for it,
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,6 +108,9 @@ class WatchRegistry:
         self._encoded: dict[tuple[str, int, str], bytes] = {}
         self._encoded_bytes = 0
         self._cache_bytes = cache_bytes
+        # Busy streams linger on a shared tick: one timer per ``linger`` for all of them.
+        self._lingering: list[asyncio.Future[None]] = []
+        self._tick: asyncio.TimerHandle | None = None
 
     @property
     def cached_bytes(self) -> int:
@@ -126,6 +130,27 @@ class WatchRegistry:
         self.closing = True
         for watch in list(self._active):
             watch.stop()
+
+    def linger(self, delay: float) -> asyncio.Future[None]:
+        """A future resolved at the next shared tick (at most ``delay`` from now).
+
+        Every busy stream waits for the same tick, so events arriving together leave
+        together without a timer handle per stream and wake-up. Each caller gets its own
+        future: cancelling one (its stream ends) does not disturb the others.
+        """
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._lingering.append(fut)
+        if self._tick is None:
+            self._tick = loop.call_later(delay, self._release)
+        return fut
+
+    def _release(self) -> None:
+        self._tick = None
+        waiting, self._lingering = self._lingering, []
+        for fut in waiting:
+            if not fut.done():
+                fut.set_result(None)
 
     def encode(self, kind: str, revision: int, type_: str, obj: Obj) -> bytes:
         key = (kind, revision, type_)
@@ -314,16 +339,25 @@ async def _stream(
             count("BOOKMARK")
         deadline = loop.time() + duration
         last_line = loop.time()
+        encode = registry.encode
         while not active.stopping:
             now = loop.time()
-            remaining = deadline - now
-            if remaining <= 0:
+            if now >= deadline:
                 break
-            wait = min(remaining, last_line + interval - now) if bookmarks else remaining
-            wait = min(wait, _LIVENESS_CHECK)
+            # One deadline per wait, the watch keeps one timer for it (re-armed only when
+            # it must fire earlier): no timer handle per event.
+            wake_at = min(deadline, last_line + interval) if bookmarks else deadline
+            wake_at = min(wake_at, now + _LIVENESS_CHECK)
             active.waiting = True
             try:
-                event = await watch.next(timeout=max(wait, 0.0))
+                if linger > 0 and now - last_line < _BUSY:
+                    # A busy stream (it wrote moments ago) waits for the shared tick, so
+                    # events arriving together go out in one write; after a quiet spell
+                    # an event goes out at once.
+                    await registry.linger(linger)
+                events = await watch.next_batch(
+                    wake_at, max_events=_MAX_BATCH, max_bytes=_MAX_BATCH_BYTES
+                )
             except asyncio.CancelledError:
                 if (active.stopping or active.ended) and task is not None:
                     task.uncancel()  # our own signal: end cleanly below / get Expired
@@ -331,7 +365,7 @@ async def _stream(
                 raise
             finally:
                 active.waiting = False
-            if event is None:
+            if not events:
                 if transport is None or transport.is_closing():
                     ended = "client gone"
                     break
@@ -341,26 +375,11 @@ async def _stream(
                     count("BOOKMARK")
                     last_line = loop.time()
                 continue
-            # Coalesce whatever else is already available into one write: under load a
-            # wake-up and a syscall per event per watcher are the dominant cost of
-            # fan-out. In a busy stream (the previous write was moments ago) wait a
-            # little first, so events arriving together go out together; an event after
-            # a quiet spell goes out at once.
-            if linger > 0 and loop.time() - last_line < _BUSY:
-                await asyncio.sleep(linger)
-            lines: list[bytes] = []
-            size = 0
-            types: dict[str, int] = {}
-            while event is not None:
-                type_ = str(event.type)
-                line = registry.encode(kind.kind, event.revision, type_, event.object)
-                lines.append(line)
-                size += len(line)
-                types[type_] = types.get(type_, 0) + 1
-                revision = event.revision
-                if len(lines) >= _MAX_BATCH or size >= _MAX_BATCH_BYTES:
-                    break
-                event = await watch.next(timeout=0)
+            # Everything pending for this watcher leaves in one write: under load a
+            # wake-up and a syscall per event per watcher are the dominant cost of fan-out.
+            name = kind.kind
+            lines = [encode(name, ev.revision, ev.type.value, ev.object) for ev in events]
+            revision = events[-1].revision
             active.waiting = True  # a slow client blocks us in drain: the hub may end us
             try:
                 await response.write(lines[0] if len(lines) == 1 else b"".join(lines))
@@ -371,9 +390,13 @@ async def _stream(
                     raise
             finally:
                 active.waiting = False
-            for type_, n in types.items():
-                count(type_, n)
-            sent += len(lines)
+            if len(events) == 1:
+                count(events[0].type.value)
+            else:
+                types = Counter(ev.type.value for ev in events)
+                for type_, n in types.items():
+                    count(type_, n)
+            sent += len(events)
             last_line = loop.time()
             metrics.observe_revision(revision)
         if active.stopping:
