@@ -21,9 +21,11 @@ Watchers share the store's hub (one LISTEN connection per process, no polling pe
 On shutdown every open stream is ended cleanly (terminating chunk), not reset.
 
 Fan-out costs: each event is encoded once per wire form (kind, revision, type) and the
-same bytes go to every watcher that receives it (a byte-bounded cache); events arriving
-together leave in one write. Memory is bounded per watcher: its undelivered events plus the
-socket's unsent bytes may not exceed ``watch_queue_bytes``. A client that does not read
+same bytes go to every watcher that receives it (a byte-bounded cache). A stream wakes
+once per batch the hub reads (under load the hub reads at most every ``watch_linger``
+seconds) and writes everything pending for it in one write, with no timer per event.
+Memory is bounded per watcher: its undelivered events plus the socket's unsent bytes
+may not exceed ``watch_queue_bytes``. A client that does not read
 that fast is ended with the 410 ERROR event (it relists), as kube-apiserver closes an
 unresponsive watcher; ``cara_watch_slow_terminated_total`` counts them. A watch from a
 revision this server has not reached waits ``watch_future_wait`` seconds for it, then gets
@@ -60,8 +62,6 @@ _LIVENESS_CHECK = 5.0
 # At most this many events / bytes go out in one write (bounds a write's size when behind).
 _MAX_BATCH = 256
 _MAX_BATCH_BYTES = 1024 * 1024
-# A stream that wrote less than this long ago is "busy": it lingers before writing.
-_BUSY = 0.05
 _ENCODED_CACHE_SIZE = 4096
 # How long the last line (ERROR) and the end of a stream may wait for a client that does not
 # read, before the connection is dropped (its unsent bytes freed).
@@ -108,9 +108,6 @@ class WatchRegistry:
         self._encoded: dict[tuple[str, int, str], bytes] = {}
         self._encoded_bytes = 0
         self._cache_bytes = cache_bytes
-        # Busy streams linger on a shared tick: one timer per ``linger`` for all of them.
-        self._lingering: list[asyncio.Future[None]] = []
-        self._tick: asyncio.TimerHandle | None = None
 
     @property
     def cached_bytes(self) -> int:
@@ -130,27 +127,6 @@ class WatchRegistry:
         self.closing = True
         for watch in list(self._active):
             watch.stop()
-
-    def linger(self, delay: float) -> asyncio.Future[None]:
-        """A future resolved at the next shared tick (at most ``delay`` from now).
-
-        Every busy stream waits for the same tick, so events arriving together leave
-        together without a timer handle per stream and wake-up. Each caller gets its own
-        future: cancelling one (its stream ends) does not disturb the others.
-        """
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        self._lingering.append(fut)
-        if self._tick is None:
-            self._tick = loop.call_later(delay, self._release)
-        return fut
-
-    def _release(self) -> None:
-        self._tick = None
-        waiting, self._lingering = self._lingering, []
-        for fut in waiting:
-            if not fut.done():
-                fut.set_result(None)
 
     def encode(self, kind: str, revision: int, type_: str, obj: Obj) -> bytes:
         key = (kind, revision, type_)
@@ -277,7 +253,6 @@ async def _stream(
     config, metrics, registry = app[CONFIG], app[METRICS], app[WATCHES]
     bookmarks, duration = params.bookmarks, params.duration
     interval = config.bookmark_interval
-    linger = config.watch_linger
     response = web.StreamResponse(
         status=200,
         headers={
@@ -350,11 +325,6 @@ async def _stream(
             wake_at = min(wake_at, now + _LIVENESS_CHECK)
             active.waiting = True
             try:
-                if linger > 0 and now - last_line < _BUSY:
-                    # A busy stream (it wrote moments ago) waits for the shared tick, so
-                    # events arriving together go out in one write; after a quiet spell
-                    # an event goes out at once.
-                    await registry.linger(linger)
                 events = await watch.next_batch(
                     wake_at, max_events=_MAX_BATCH, max_bytes=_MAX_BATCH_BYTES
                 )
@@ -378,7 +348,7 @@ async def _stream(
             # Everything pending for this watcher leaves in one write: under load a
             # wake-up and a syscall per event per watcher are the dominant cost of fan-out.
             name = kind.kind
-            lines = [encode(name, ev.revision, ev.type.value, ev.object) for ev in events]
+            lines = [encode(name, ev.revision, ev.type, ev.object) for ev in events]
             revision = events[-1].revision
             active.waiting = True  # a slow client blocks us in drain: the hub may end us
             try:
@@ -391,9 +361,9 @@ async def _stream(
             finally:
                 active.waiting = False
             if len(events) == 1:
-                count(events[0].type.value)
+                count(events[0].type)
             else:
-                types = Counter(ev.type.value for ev in events)
+                types = Counter(ev.type for ev in events)
                 for type_, n in types.items():
                     count(type_, n)
             sent += len(events)

@@ -88,6 +88,10 @@ class HubLimits:
     watcher_bytes: int = 16 * MiB
     page_bytes: int = 4 * MiB
     future_wait: float = 3.0
+    # Under load, read the log at most once per ``read_linger`` seconds: the writes of that
+    # span reach each watcher as one batch (one wake-up, one socket write), instead of one
+    # read, wake-up and write per commit. A read after a quiet spell is not delayed.
+    read_linger: float = 0.0
 
 
 @contextlib.contextmanager
@@ -285,6 +289,7 @@ class WatchHub:
         self._wakeup = asyncio.Event()  # broadcast "head moved" (see wait_for_revision)
         self._closed = False
         self._connects = 0
+        self._last_read = 0.0  # loop time of the last read after a notification
         self._listeners: list[Callable[[list[StoreEvent]], None]] = []
         self._pool_checks: set[asyncio.Task[None]] = set()
         self._live = _WatcherIndex()
@@ -458,6 +463,13 @@ class WatchHub:
                 assert self._conn is not None
                 await self._catch_up(self._conn)
                 await self._wait_for_news(self._conn)
+                linger = self.limits.read_linger
+                if linger > 0:
+                    loop = asyncio.get_running_loop()
+                    # One timer per read (not per watcher), only when reads come quickly.
+                    if (pause := self._last_read + linger - loop.time()) > 0:
+                        await asyncio.sleep(pause)
+                    self._last_read = loop.time()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
