@@ -817,7 +817,10 @@ class HubWatch:
             try:
                 await waiter
             finally:
-                self._waiter = None
+                # A cancelled call may finish after its successor started waiting: leave
+                # the successor's future in place.
+                if self._waiter is waiter:
+                    self._waiter = None
 
     def _pop(self, max_events: int, max_bytes: int) -> list[StoreEvent]:
         pending = self._pending

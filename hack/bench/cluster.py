@@ -280,8 +280,13 @@ async def workload(args: argparse.Namespace, dsn: str, servers: list[Server]
     async with aiohttp.ClientSession(connector=conn) as http:
         # Every node registered and Ready.
         async def nodes_ready() -> bool:
-            async with http.get(f"{servers[0].base}/api/v1/nodes") as r:
-                items = (await r.json())["items"]
+            try:
+                async with http.get(f"{servers[0].base}/api/v1/nodes") as r:
+                    if r.status != 200:  # e.g. 503 while a thousand agents register
+                        return False
+                    items = (await r.json())["items"]
+            except (aiohttp.ClientError, TimeoutError):
+                return False
             return sum((n.get("status") or {}).get("state") == "Ready" for n in items) \
                 >= args.nodes
 
