@@ -70,6 +70,7 @@ def hub_limits(config: ServerConfig) -> HubLimits:
         ring_bytes=config.watch_cache_bytes,
         watcher_bytes=config.watch_queue_bytes,
         future_wait=config.watch_future_wait,
+        read_linger=config.watch_linger,
     )
 
 

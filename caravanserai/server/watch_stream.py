@@ -21,9 +21,11 @@ Watchers share the store's hub (one LISTEN connection per process, no polling pe
 On shutdown every open stream is ended cleanly (terminating chunk), not reset.
 
 Fan-out costs: each event is encoded once per wire form (kind, revision, type) and the
-same bytes go to every watcher that receives it (a byte-bounded cache); events arriving
-together leave in one write. Memory is bounded per watcher: its undelivered events plus the
-socket's unsent bytes may not exceed ``watch_queue_bytes``. A client that does not read
+same bytes go to every watcher that receives it (a byte-bounded cache). A stream wakes
+once per batch the hub reads (under load the hub reads at most every ``watch_linger``
+seconds) and writes everything pending for it in one write, with no timer per event.
+Memory is bounded per watcher: its undelivered events plus the socket's unsent bytes
+may not exceed ``watch_queue_bytes``. A client that does not read
 that fast is ended with the 410 ERROR event (it relists), as kube-apiserver closes an
 unresponsive watcher; ``cara_watch_slow_terminated_total`` counts them. A watch from a
 revision this server has not reached waits ``watch_future_wait`` seconds for it, then gets
@@ -33,6 +35,7 @@ revision this server has not reached waits ``watch_future_wait`` seconds for it,
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,8 +62,6 @@ _LIVENESS_CHECK = 5.0
 # At most this many events / bytes go out in one write (bounds a write's size when behind).
 _MAX_BATCH = 256
 _MAX_BATCH_BYTES = 1024 * 1024
-# A stream that wrote less than this long ago is "busy": it lingers before writing.
-_BUSY = 0.05
 _ENCODED_CACHE_SIZE = 4096
 # How long the last line (ERROR) and the end of a stream may wait for a client that does not
 # read, before the connection is dropped (its unsent bytes freed).
@@ -252,7 +253,6 @@ async def _stream(
     config, metrics, registry = app[CONFIG], app[METRICS], app[WATCHES]
     bookmarks, duration = params.bookmarks, params.duration
     interval = config.bookmark_interval
-    linger = config.watch_linger
     response = web.StreamResponse(
         status=200,
         headers={
@@ -314,16 +314,20 @@ async def _stream(
             count("BOOKMARK")
         deadline = loop.time() + duration
         last_line = loop.time()
+        encode = registry.encode
         while not active.stopping:
             now = loop.time()
-            remaining = deadline - now
-            if remaining <= 0:
+            if now >= deadline:
                 break
-            wait = min(remaining, last_line + interval - now) if bookmarks else remaining
-            wait = min(wait, _LIVENESS_CHECK)
+            # One deadline per wait, the watch keeps one timer for it (re-armed only when
+            # it must fire earlier): no timer handle per event.
+            wake_at = min(deadline, last_line + interval) if bookmarks else deadline
+            wake_at = min(wake_at, now + _LIVENESS_CHECK)
             active.waiting = True
             try:
-                event = await watch.next(timeout=max(wait, 0.0))
+                events = await watch.next_batch(
+                    wake_at, max_events=_MAX_BATCH, max_bytes=_MAX_BATCH_BYTES
+                )
             except asyncio.CancelledError:
                 if (active.stopping or active.ended) and task is not None:
                     task.uncancel()  # our own signal: end cleanly below / get Expired
@@ -331,7 +335,7 @@ async def _stream(
                 raise
             finally:
                 active.waiting = False
-            if event is None:
+            if not events:
                 if transport is None or transport.is_closing():
                     ended = "client gone"
                     break
@@ -341,26 +345,11 @@ async def _stream(
                     count("BOOKMARK")
                     last_line = loop.time()
                 continue
-            # Coalesce whatever else is already available into one write: under load a
-            # wake-up and a syscall per event per watcher are the dominant cost of
-            # fan-out. In a busy stream (the previous write was moments ago) wait a
-            # little first, so events arriving together go out together; an event after
-            # a quiet spell goes out at once.
-            if linger > 0 and loop.time() - last_line < _BUSY:
-                await asyncio.sleep(linger)
-            lines: list[bytes] = []
-            size = 0
-            types: dict[str, int] = {}
-            while event is not None:
-                type_ = str(event.type)
-                line = registry.encode(kind.kind, event.revision, type_, event.object)
-                lines.append(line)
-                size += len(line)
-                types[type_] = types.get(type_, 0) + 1
-                revision = event.revision
-                if len(lines) >= _MAX_BATCH or size >= _MAX_BATCH_BYTES:
-                    break
-                event = await watch.next(timeout=0)
+            # Everything pending for this watcher leaves in one write: under load a
+            # wake-up and a syscall per event per watcher are the dominant cost of fan-out.
+            name = kind.kind
+            lines = [encode(name, ev.revision, ev.type, ev.object) for ev in events]
+            revision = events[-1].revision
             active.waiting = True  # a slow client blocks us in drain: the hub may end us
             try:
                 await response.write(lines[0] if len(lines) == 1 else b"".join(lines))
@@ -371,9 +360,13 @@ async def _stream(
                     raise
             finally:
                 active.waiting = False
-            for type_, n in types.items():
-                count(type_, n)
-            sent += len(lines)
+            if len(events) == 1:
+                count(events[0].type)
+            else:
+                types = Counter(ev.type for ev in events)
+                for type_, n in types.items():
+                    count(type_, n)
+            sent += len(events)
             last_line = loop.time()
             metrics.observe_revision(revision)
         if active.stopping:

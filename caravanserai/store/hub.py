@@ -88,6 +88,10 @@ class HubLimits:
     watcher_bytes: int = 16 * MiB
     page_bytes: int = 4 * MiB
     future_wait: float = 3.0
+    # Under load, read the log at most once per ``read_linger`` seconds: the writes of that
+    # span reach each watcher as one batch (one wake-up, one socket write), instead of one
+    # read, wake-up and write per commit. A read after a quiet spell is not delayed.
+    read_linger: float = 0.0
 
 
 @contextlib.contextmanager
@@ -208,16 +212,25 @@ class _WatcherIndex:
         woken: set[HubWatch] = set()
         plain, by_value = self.plain, self.by_value
         offers = 0
+        if plain:
+            # Each plain watcher takes its share of the batch in one call (one budget
+            # check, one wake-up per batch rather than per event).
+            kinds = {ev.kind for ev in events}
+            for key, watchers in plain.items():
+                if key is None:
+                    mine = events
+                elif key not in kinds:
+                    continue
+                else:
+                    mine = events if len(kinds) == 1 else [e for e in events if e.kind == key]
+                offers += len(watchers) * len(mine)
+                for w in watchers:
+                    if w.offer_many(mine):
+                        woken.add(w)
+        if not by_value:
+            self.offers += offers
+            return woken
         for ev in events:
-            for key in (ev.kind, None):
-                group = plain.get(key)
-                if group:
-                    offers += len(group)
-                    for w in group:
-                        if w.offer(ev):
-                            woken.add(w)
-            if not by_value:
-                continue
             for (kind, path), table in by_value.items():
                 if kind is not None and kind != ev.kind:
                     continue
@@ -276,6 +289,7 @@ class WatchHub:
         self._wakeup = asyncio.Event()  # broadcast "head moved" (see wait_for_revision)
         self._closed = False
         self._connects = 0
+        self._last_read = 0.0  # loop time of the last read after a notification
         self._listeners: list[Callable[[list[StoreEvent]], None]] = []
         self._pool_checks: set[asyncio.Task[None]] = set()
         self._live = _WatcherIndex()
@@ -449,6 +463,13 @@ class WatchHub:
                 assert self._conn is not None
                 await self._catch_up(self._conn)
                 await self._wait_for_news(self._conn)
+                linger = self.limits.read_linger
+                if linger > 0:
+                    loop = asyncio.get_running_loop()
+                    # One timer per read (not per watcher), only when reads come quickly.
+                    if (pause := self._last_read + linger - loop.time()) > 0:
+                        await asyncio.sleep(pause)
+                    self._last_read = loop.time()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -673,7 +694,11 @@ class HubWatch:
         self._pending_bytes = 0
         self._budget = max_queued_bytes
         self._page = _PageSize(hub._batch_size, hub.limits.page_bytes)
-        self._ready = asyncio.Event()
+        # The one task waiting in next()/next_batch() waits on this future; the hub resolves
+        # it (wake) once per batch. A single timer, re-armed only when a wait needs an
+        # earlier deadline, bounds the wait: no timer handle per event or per call.
+        self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._live = False
         self._ended: str | None = None  # why the hub ended this watch (raised as Expired)
         self._epoch = hub._epoch
@@ -736,19 +761,33 @@ class HubWatch:
         nothing. Raises Expired if this watcher fell behind compaction or over its byte
         budget, Unavailable once the watch or the store is closed.
         """
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        batch = await self.next_batch(deadline, max_events=1)
+        return batch[0] if batch else None
+
+    async def next_batch(
+        self,
+        deadline: float | None = None,
+        *,
+        max_events: int = 256,
+        max_bytes: int = MiB,
+    ) -> list[StoreEvent]:
+        """Every event available now (at least one; at most ``max_events`` and about
+        ``max_bytes``), waiting for the first until the event loop's clock reaches
+        ``deadline`` (None: no limit); ``[]`` when it passed with nothing to take.
+
+        A stream draining a watcher calls this once per wake-up and writes the batch in
+        one go. Cancellation-safe and raising like :meth:`next`.
+        """
         loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
         await self.start()
         hub = self._hub
         while True:
-            if self._epoch != self._hub._epoch:
+            if self._epoch != hub._epoch:
                 raise Expired("the database failed over and lost revisions this watch "
                               "followed; relist")
             if self._pending:
-                ev = self._pending.popleft()
-                self._pending_bytes -= ev.size
-                self._served = ev.revision
-                return ev
+                return self._pop(max_events, max_bytes)
             if self._ended is not None:
                 raise Expired(self._ended)
             if self._closed or hub.closed:
@@ -770,15 +809,49 @@ class HubWatch:
                 hub._register(self)
                 self._live = True
                 continue
-            self._ready.clear()
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
-                return None
+            if deadline is not None:
+                if loop.time() >= deadline:
+                    return []
+                self._arm(loop, deadline)
+            waiter = self._waiter = loop.create_future()
             try:
-                async with asyncio.timeout(remaining):
-                    await self._ready.wait()
-            except TimeoutError:
-                return None
+                await waiter
+            finally:
+                # A cancelled call may finish after its successor started waiting: leave
+                # the successor's future in place.
+                if self._waiter is waiter:
+                    self._waiter = None
+
+    def _pop(self, max_events: int, max_bytes: int) -> list[StoreEvent]:
+        pending = self._pending
+        if len(pending) <= max_events and self._pending_bytes <= max_bytes:
+            out = list(pending)
+            pending.clear()
+            self._pending_bytes = 0
+        else:
+            out = []
+            size = 0
+            while pending and len(out) < max_events and (not out or size < max_bytes):
+                ev = pending.popleft()
+                size += ev.size
+                out.append(ev)
+            self._pending_bytes -= size
+        self._served = out[-1].revision
+        return out
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """Make sure a wake-up comes by ``deadline``: keep the timer when it fires no later
+        (the waiter then re-checks the time and re-arms), replace it only when it is later."""
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return
+            timer.cancel()
+        self._timer = loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.wake()
 
     def _take(self, events: list[StoreEvent], start: int, scanned: int) -> None:
         """Filter ``events[start:]`` (up to ``scanned``) into pending, a bounded chunk."""
@@ -809,18 +882,51 @@ class HubWatch:
         self._pending.append(out)
         self._pending_bytes += out.size
         if self._budget:
-            queued = self._pending_bytes
-            if self._queued_elsewhere is not None:
-                queued += self._queued_elsewhere()
-            if queued > self._budget:
-                self._hub.slow_watchers_ended += 1
-                log.warning("watch_hub.slow_watcher_ended", kind=self.kind,
-                            queued_bytes=queued, budget=self._budget, revision=ev.revision)
-                self.expire(
-                    f"the watch fell too far behind ({queued} bytes queued, limit "
-                    f"{self._budget}); relist and watch again"
-                )
+            self._check_budget(ev.revision)
         return True
+
+    def offer_many(self, events: list[StoreEvent]) -> bool:
+        """``offer`` for a batch, in revision order; True when something was queued."""
+        if self._ended is not None:
+            return False
+        scanned = self._scanned
+        if events[-1].revision <= scanned:
+            return False
+        kind, selector, pending = self.kind, self._selector, self._pending
+        queued = len(pending)
+        size = 0
+        for ev in events:
+            if ev.revision <= scanned:
+                continue
+            scanned = ev.revision
+            if selector is None:
+                if kind is not None and ev.kind != kind:
+                    continue
+                pending.append(ev)
+                size += ev.size
+            elif (out := filter_event(ev, kind, selector)) is not None:
+                pending.append(out)
+                size += out.size
+        self._scanned = scanned
+        if len(pending) == queued:
+            return False
+        self._pending_bytes += size
+        if self._budget:
+            self._check_budget(scanned)
+        return True
+
+    def _check_budget(self, revision: int) -> None:
+        queued = self._pending_bytes
+        if self._queued_elsewhere is not None:
+            queued += self._queued_elsewhere()
+        if queued > self._budget:
+            self._hub.slow_watchers_ended += 1
+            log.warning("watch_hub.slow_watcher_ended", kind=self.kind,
+                        queued_bytes=queued, budget=self._budget, revision=revision)
+            self.expire(
+                f"the watch fell too far behind ({queued} bytes queued, limit "
+                f"{self._budget}); relist and watch again"
+            )
 
     def expire(self, reason: str) -> None:
         """End this watch: the next ``next()`` raises Expired(reason)."""
@@ -834,7 +940,9 @@ class HubWatch:
             self._on_ended()
 
     def wake(self) -> None:
-        self._ready.set()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def __aiter__(self) -> AsyncIterator[StoreEvent]:
         while not self._closed:
@@ -861,4 +969,7 @@ class HubWatch:
             self._scanned = max(self._scanned, self._hub.head)  # everything was offered
             self._live = False
             self._hub._unregister(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.wake()

@@ -51,9 +51,10 @@ class Watch(Protocol):
 
     Use as ``async with store.watch(...) as w: async for ev in w: ...`` or call
     ``await w.next(timeout)`` which returns None when nothing arrived in time (cancellation
-    safe, so callers can interleave bookmarks). ``revision`` is the highest revision this
-    watcher has been served up to (events filtered out by its selector count as served), so
-    a BOOKMARK carrying it is always safe to resume from.
+    safe, so callers can interleave bookmarks), or ``await w.next_batch(deadline)`` for
+    everything available at once (a stream writes it in one go). ``revision`` is the
+    highest revision this watcher has been served up to (events filtered out by its
+    selector count as served), so a BOOKMARK carrying it is always safe to resume from.
     """
 
     @property
@@ -63,6 +64,9 @@ class Watch(Protocol):
         self, queued_bytes: Callable[[], int], on_ended: Callable[[], None]
     ) -> None: ...
     async def next(self, timeout: float | None = None) -> StoreEvent | None: ...  # noqa: ASYNC109
+    async def next_batch(
+        self, deadline: float | None = None, *, max_events: int = ..., max_bytes: int = ...
+    ) -> builtins.list[StoreEvent]: ...
     def __aiter__(self) -> AsyncIterator[StoreEvent]: ...
     async def __aenter__(self) -> Watch: ...
     async def __aexit__(self, *exc: object) -> None: ...

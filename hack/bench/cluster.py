@@ -283,14 +283,23 @@ async def workload(args: argparse.Namespace, dsn: str, servers: list[Server]
     async with aiohttp.ClientSession(connector=conn) as http:
         # Every node registered and Ready.
         async def nodes_ready() -> bool:
-            async with http.get(f"{servers[0].base}/api/v1/nodes") as r:
-                items = (await r.json())["items"]
-            return sum((n.get("status") or {}).get("state") == "Ready" for n in items) \
-                >= args.nodes
+            try:
+                async with http.get(f"{servers[0].base}/api/v1/nodes") as r:
+                    if r.status != 200:  # e.g. 503 while a thousand agents register
+                        return False
+                    items = (await r.json())["items"]
+            except (aiohttp.ClientError, TimeoutError):
+                return False
+            ready = sum((n.get("status") or {}).get("state") == "Ready" for n in items)
+            ready_seen[0] = max(ready_seen[0], ready)
+            return ready >= args.nodes
+
+        ready_seen = [0]
 
         t0 = time.monotonic()
         if not await wait_until(nodes_ready, args.timeout, "nodes Ready", step=1.0):
-            raise SystemExit("the hollow nodes did not become Ready")
+            raise SystemExit(f"the hollow nodes did not become Ready (at most {ready_seen[0]} "
+                             f"of {args.nodes} were)")
         print(f"  {args.nodes} nodes Ready after {time.monotonic() - t0:.1f} s", flush=True)
 
         b = servers[-1]
