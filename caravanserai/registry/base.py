@@ -11,6 +11,7 @@ from typing import Any, Generic, TypeVar, cast
 from pydantic import TypeAdapter
 
 from caravanserai.api.base import Timestamp
+from caravanserai.api.event import Event
 from caravanserai.api.lease import Lease
 from caravanserai.api.node import Node
 from caravanserai.api.problems import AlreadyExists, NotFound
@@ -18,7 +19,7 @@ from caravanserai.api.project import Project
 from caravanserai.api.selectors import Selector
 from caravanserai.store.types import ListResult, Mutator, Obj, Store, Watch
 
-M = TypeVar("M", Project, Node, Lease)
+M = TypeVar("M", Project, Node, Lease, Event)
 
 RevisionObserver = Callable[[int], None]
 """Told the revision of every write (the server's metrics keep the highest)."""
@@ -135,7 +136,7 @@ class KindRegistry(Generic[M]):
             raise AlreadyExists(f'{self.noun} "{name}" already exists') from None
         return self.decode(self.observed(stored))
 
-    async def _replace_spec_and_metadata(self, model: M) -> M:
+    async def _replace_spec_and_metadata(self, model: Project | Node | Lease) -> M:
         """Write ``model``'s spec, labels and annotations over the stored object (nothing,
         no revision, when they are all unchanged); Conflict when its resourceVersion is set
         and stale. The update of kinds whose spec has no further rules (Node, Lease)."""

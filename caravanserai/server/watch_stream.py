@@ -41,7 +41,7 @@ from aiohttp import web
 
 from caravanserai.api.base import API_VERSION
 from caravanserai.api.problems import BadRequest, Expired, Unavailable
-from caravanserai.api.resources import ResourceKind
+from caravanserai.api.resources import RecordKind, ResourceKind
 from caravanserai.api.selectors import Selector
 from caravanserai.api.watch import EventType
 from caravanserai.logging import get_logger
@@ -152,7 +152,7 @@ def _line(type_: EventType | str, obj: Obj) -> bytes:
         return (dumps(data) + "\n").encode()
 
 
-def bookmark(kind: ResourceKind, revision: int) -> Obj:
+def bookmark(kind: ResourceKind | RecordKind, revision: int) -> Obj:
     return {
         "apiVersion": API_VERSION,
         "kind": kind.kind,
@@ -204,7 +204,10 @@ def watch_params(request: web.Request) -> WatchParams:
 
 
 async def serve_watch(
-    request: web.Request, kind: ResourceKind, selector: Selector, params: WatchParams
+    request: web.Request,
+    kind: ResourceKind | RecordKind,
+    selector: Selector,
+    params: WatchParams,
 ) -> web.StreamResponse:
     """Stream watch events until the timeout, an ERROR, the client leaving or shutdown."""
     app = request.app
@@ -240,7 +243,7 @@ async def serve_watch(
 
 async def _stream(
     request: web.Request,
-    kind: ResourceKind,
+    kind: ResourceKind | RecordKind,
     watch: Watch,
     initial: list[Obj],
     start: int,
@@ -434,7 +437,7 @@ def _done(
     registry: WatchRegistry,
     active: _ActiveWatch,
     gauge: Any,
-    kind: ResourceKind,
+    kind: ResourceKind | RecordKind,
     ended: str,
     sent: int,
     revision: int,
