@@ -15,7 +15,7 @@ from datetime import datetime
 from caravanserai.api.base import ObjectMeta, utcnow
 from caravanserai.api.event import Event, aggregation_key
 from caravanserai.api.problems import AlreadyExists, Conflict, FieldError, Invalid, NotFound
-from caravanserai.api.validation import is_hostname
+from caravanserai.api.validation import is_hostname, validate_labels_and_annotations
 from caravanserai.registry.base import KindRegistry, timestamp
 from caravanserai.store.types import Mutator, Obj
 
@@ -94,7 +94,9 @@ def _bump(event: Event) -> Mutator:
 
 
 def _validate(event: Event) -> None:
-    errors: list[FieldError] = []
+    errors: list[FieldError] = validate_labels_and_annotations(
+        event.metadata.labels, event.metadata.annotations
+    )
     if not is_hostname(event.metadata.name):
         errors.append(
             FieldError(
