@@ -53,6 +53,7 @@ from caravanserai.informer import (
     SharedInformer,
     index_by_phase,
 )
+from caravanserai.informer.recorder import EventRecorder
 from controllers.binder import BindingBatcher
 from controllers.placement import REASON_UNSCHEDULABLE, Candidate, misfit, place
 from controllers.settings import load_settings
@@ -69,6 +70,7 @@ __all__ = [
 ]
 
 REASON_SCHEDULED = "Scheduled"
+REASON_FAILED_SCHEDULING = "FailedScheduling"
 PHASE_INDEX = "phase"
 
 
@@ -264,8 +266,11 @@ class Scheduler:
         tracker: LoadTracker,
         log: Any,
         binder: BindingBatcher | None = None,
+        recorder: EventRecorder | None = None,
     ) -> None:
         self.client = client
+        # Scheduled / FailedScheduling events (none when no recorder is given).
+        self.recorder = recorder
         self.binder = binder or BindingBatcher(client.projects)
         self.projects = projects
         self.nodes = nodes
@@ -334,6 +339,11 @@ class Scheduler:
         self.log.info(
             "project.scheduled", kind="Project", name=name, node=node, load=self.tracker.load(node)
         )
+        if self.recorder is not None:
+            self.recorder.normal(
+                "Project", name, REASON_SCHEDULED, f"Successfully assigned {name} to {node}",
+                uid=project.metadata.uid,
+            )
         return None
 
 
@@ -364,6 +374,12 @@ class Scheduler:
         self.unschedulable.add(name)
         _, message = place(request, self._candidates())
         self.log.info("project.unschedulable", kind="Project", name=name, reason=message)
+        if self.recorder is not None:
+            # Every failed attempt (a retry comes when nodes or load change): the event's
+            # count says how often, as Kubernetes' FailedScheduling does.
+            self.recorder.warning(
+                "Project", name, REASON_FAILED_SCHEDULING, message, uid=project.metadata.uid
+            )
         # Its own condition (type Scheduled), so the Phase condition keeps saying why the
         # project is Pending (new, or moved off a NotReady node).
         current = get_condition(project.status.conditions, CONDITION_SCHEDULED)
@@ -393,10 +409,12 @@ class SchedulerController:
         controller: Controller[str],
         registrations: list[HandlerRegistration[Any]],
         binder: BindingBatcher | None = None,
+        recorder: EventRecorder | None = None,
     ) -> None:
         self.controller = controller
         self.registrations = registrations
         self.binder = binder
+        self.recorder = recorder
 
     async def run(self) -> None:
         """Run until cancelled."""
@@ -407,6 +425,8 @@ class SchedulerController:
         finally:
             if self.binder is not None:
                 await self.binder.close()
+            if self.recorder is not None:
+                await self.recorder.aclose()
 
 
 def controller(ctx: ControllerContext) -> RunnableController:
@@ -416,7 +436,8 @@ def controller(ctx: ControllerContext) -> RunnableController:
     nodes = ctx.informers.nodes()
     tracker = LoadTracker()
     binder = BindingBatcher(ctx.client.projects)
-    reconciler = Scheduler(ctx.client, projects, nodes, tracker, ctx.log, binder)
+    recorder = EventRecorder(ctx.client, "scheduler", clock=ctx.clock, log=ctx.log)
+    reconciler = Scheduler(ctx.client, projects, nodes, tracker, ctx.log, binder, recorder)
     ctrl: Controller[str] = Controller(
         ctx.name, reconciler, workers=settings.workers, clock=ctx.clock, kind="Project"
     )
@@ -486,4 +507,4 @@ def controller(ctx: ControllerContext) -> RunnableController:
     registrations: list[HandlerRegistration[Any]] = [project_registration, node_registration]
     ctrl.wait_for(projects)
     ctrl.wait_for(nodes)
-    return SchedulerController(ctrl, registrations, binder)
+    return SchedulerController(ctrl, registrations, binder, recorder)

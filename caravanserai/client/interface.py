@@ -92,6 +92,9 @@ class EventAPI(ResourceAPI[Event], Protocol):
     resourceVersion precondition (the TTL controller's write)."""
 
     async def record(self, event: Event) -> Event: ...
+    async def delete(
+        self, name: str, *, force: bool = False, resource_version: str | None = None
+    ) -> None: ...
 
 
 class LeaseAPI(Protocol):
