@@ -4,7 +4,7 @@ clock (not a poll later, and a newer occurrence keeps the event)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from test_controllers_harness import (  # type: ignore[import-not-found]
     a_project,
