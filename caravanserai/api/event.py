@@ -13,6 +13,7 @@ creates the object, later ones bump it. Events expire ``ttl`` after their last o
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Literal
@@ -20,6 +21,7 @@ from typing import Literal
 from pydantic import Field
 
 from caravanserai.api.base import API_VERSION, ListMeta, ObjectMeta, Timestamp, WireModel
+from caravanserai.api.validation import HOSTNAME_MAX, HOSTNAME_PATTERN
 
 MAX_MESSAGE = 1024
 """Longest message kept (longer ones are cut with an ellipsis, as Kubernetes does)."""
@@ -35,6 +37,12 @@ class EventKind(StrEnum):
     WARNING = "Warning"
 
 
+class EventMeta(ObjectMeta):
+    """An Event's metadata: its name is a DNS subdomain, ``{object name}.{hash}``."""
+
+    name: str = Field(min_length=1, max_length=HOSTNAME_MAX, pattern=f"^{HOSTNAME_PATTERN}$")
+
+
 class ObjectReference(WireModel):
     """The object an event is about."""
 
@@ -48,7 +56,7 @@ class Event(WireModel):
 
     api_version: Literal["caravanserai/v1"] = API_VERSION
     kind: Literal["Event"] = "Event"
-    metadata: ObjectMeta
+    metadata: EventMeta
     involved_object: ObjectReference
     type: EventKind = EventKind.NORMAL
     reason: str = Field(
@@ -71,6 +79,20 @@ class EventList(WireModel):
     kind: Literal["EventList"] = "EventList"
     metadata: ListMeta
     items: list[Event]
+
+
+@dataclass(frozen=True)
+class RecordKind:
+    """A kind the system writes about other objects (served, listed and watched like the
+    others, never applied by users)."""
+
+    kind: str
+    plural: str
+    model: type[Event]
+    list_model: type[EventList]
+
+
+EVENTS = RecordKind("Event", "events", Event, EventList)
 
 
 def truncate_message(message: str) -> str:
@@ -118,7 +140,7 @@ def new_event(
 ) -> Event:
     """One occurrence, named by :func:`event_name`, first and last seen ``now``."""
     event = Event(
-        metadata=ObjectMeta(name="pending"),
+        metadata=EventMeta(name="pending"),
         involved_object=ObjectReference(kind=kind, name=name, uid=uid),
         type=type_,
         reason=reason,

@@ -1,15 +1,15 @@
 """The registry of resource kinds: their models, list models and URL plurals.
 
 ``KINDS`` is the one list of the kinds users manage (apply, get, delete); ``LEASES`` is the
-coordination kind leader election writes (served at ``/api/v1/leases``, never applied);
-``EVENTS`` the record kind the system writes about objects (``/api/v1/events``, never applied).
+coordination kind leader election writes (served at ``/api/v1/leases``, never applied).
+Events (``/api/v1/events``, written by the system, never applied) are described in
+:mod:`caravanserai.api.event` (``EVENTS``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from caravanserai.api.event import Event, EventList
 from caravanserai.api.lease import Lease, LeaseList
 from caravanserai.api.node import Node, NodeList
 from caravanserai.api.project import Project, ProjectList
@@ -39,13 +39,3 @@ KINDS: dict[str, ResourceKind] = {PROJECTS.kind: PROJECTS, NODES.kind: NODES}
 BY_PLURAL: dict[str, ResourceKind] = {k.plural: k for k in KINDS.values()}
 LEASES = CoordinationKind("Lease", "leases", Lease, LeaseList)
 
-
-@dataclass(frozen=True)
-class RecordKind:
-    kind: str
-    plural: str
-    model: type[Event]
-    list_model: type[EventList]
-
-
-EVENTS = RecordKind("Event", "events", Event, EventList)

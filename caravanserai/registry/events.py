@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from caravanserai.api.base import ObjectMeta, utcnow
-from caravanserai.api.event import Event, aggregation_key
+from caravanserai.api.base import utcnow
+from caravanserai.api.event import Event, EventMeta, aggregation_key
 from caravanserai.api.problems import AlreadyExists, Conflict, FieldError, Invalid, NotFound
 from caravanserai.api.validation import is_hostname, validate_labels_and_annotations
 from caravanserai.registry.base import KindRegistry, timestamp
@@ -43,7 +43,7 @@ class EventRegistry(KindRegistry[Event]):
         last = event.last_timestamp or first
         fresh = event.model_copy(
             update={
-                "metadata": ObjectMeta(
+                "metadata": EventMeta(
                     name=event.metadata.name,
                     labels=dict(event.metadata.labels),
                     annotations=dict(event.metadata.annotations),

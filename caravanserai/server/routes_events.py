@@ -11,8 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from caravanserai.api.event import Event
-from caravanserai.api.resources import EVENTS
+from caravanserai.api.event import EVENTS, Event
 from caravanserai.api.selectors import Selector
 from caravanserai.server.bodies import read_document, validate_body
 from caravanserai.server.httputil import bool_param, int_param, json_response, ordered

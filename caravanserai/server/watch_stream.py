@@ -40,8 +40,9 @@ import orjson
 from aiohttp import web
 
 from caravanserai.api.base import API_VERSION
+from caravanserai.api.event import RecordKind
 from caravanserai.api.problems import BadRequest, Expired, Unavailable
-from caravanserai.api.resources import RecordKind, ResourceKind
+from caravanserai.api.resources import ResourceKind
 from caravanserai.api.selectors import Selector
 from caravanserai.api.watch import EventType
 from caravanserai.logging import get_logger
