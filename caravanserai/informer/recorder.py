@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections import OrderedDict
 from typing import Any
 
@@ -200,7 +201,11 @@ class EventRecorder:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # called outside a loop: the next call from one will write it
             return
-        self._task = loop.create_task(self._drain(), name=f"event-recorder-{self.component}")
+        # A fresh context: the drain task must not inherit the caller's (a request's
+        # dry-run flag, a tracing span) — it writes for every later caller too.
+        self._task = loop.create_task(
+            self._drain(), name=f"event-recorder-{self.component}", context=contextvars.Context()
+        )
 
     async def _drain(self) -> None:
         while self._pending:

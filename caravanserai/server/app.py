@@ -35,11 +35,13 @@ from caravanserai.api.problems import Unauthorized, Unavailable
 from caravanserai.api.project import Project, ProjectList, ProjectPhase
 from caravanserai.api.resources import NODES, PROJECTS, ResourceKind
 from caravanserai.api.watch import WatchEvent
+from caravanserai.informer.recorder import EventRecorder
 from caravanserai.logging import get_logger
 from caravanserai.registry import Registries
 from caravanserai.server.config import ServerConfig
 from caravanserai.server.dryrun import DryRunStore, dry_run_middleware
 from caravanserai.server.httputil import json_response
+from caravanserai.server.inprocess import InProcessClient
 from caravanserai.server.inputs import request_text_middleware
 from caravanserai.server.metrics import METRICS_CONTENT_TYPE, Metrics, observe_middleware
 from caravanserai.server.models import PhasePatch, VersionInfo
@@ -65,7 +67,7 @@ from caravanserai.server.routes_resources import (
     patch_project_status,
 )
 from caravanserai.server.routing import Param, Reply, RouteSpec, register
-from caravanserai.server.state import CONFIG, METRICS, REGISTRIES, STORE, WATCHES
+from caravanserai.server.state import CONFIG, METRICS, RECORDER, REGISTRIES, STORE, WATCHES
 from caravanserai.server.ui import add_ui_routes, is_ui_path
 from caravanserai.server.watch_stream import NDJSON, WatchRegistry
 from caravanserai.store.types import Store
@@ -608,6 +610,9 @@ def create_app(
     # registry and the store leaves out only the write itself.
     app[REGISTRIES] = Registries(app[STORE], metrics.observe_revision)
     app[WATCHES] = WatchRegistry(cache_bytes=config.watch_cache_bytes // 2)
+    app[RECORDER] = EventRecorder(
+        InProcessClient(app[REGISTRIES]), "cara-server", platform.node()[:128]
+    )
     routes = route_table()
     register(app, routes)
     add_ui_routes(app)
@@ -620,7 +625,11 @@ def create_app(
         app[WATCHES].stop_all()
         log.info("server.shutting_down", open_watches=count)
 
+    async def close_recorder(app: web.Application) -> None:
+        await app[RECORDER].aclose()
+
     app.on_shutdown.append(end_watches)
+    app.on_cleanup.append(close_recorder)
     app.on_response_prepare.append(_lift_timeout)
     app.cleanup_ctx.extend(extra_startup)
     return app
