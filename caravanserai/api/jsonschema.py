@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from caravanserai.api import validation as v
+from caravanserai.api.event import Event
 from caravanserai.api.node import Node
 from caravanserai.api.project import Project
 
@@ -204,9 +205,18 @@ def node_schema() -> dict[str, Any]:
     return schema_for(Node, "node.json")
 
 
+def event_schema() -> dict[str, Any]:
+    """The Event kind's schema (what ``/api/v1/events`` serves and accepts)."""
+    return schema_for(Event, "event.json")
+
+
 def generate() -> dict[str, str]:
     """``{file name: file text}`` of every schema in ``schemas/``."""
-    return {"project.json": render(project_schema()), "node.json": render(node_schema())}
+    return {
+        "project.json": render(project_schema()),
+        "node.json": render(node_schema()),
+        "event.json": render(event_schema()),
+    }
 
 
 def render(schema: dict[str, Any]) -> str:
