@@ -137,6 +137,7 @@ _CONSTRAINTS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("ObjectMeta", "annotations"): {"propertyNames": {"pattern": f"^{v.LABEL_KEY_PATTERN}$"}},
     ("ProjectSpec", "services"): {"minItems": 1, "maxItems": v.MAX_SERVICES},
+    # An Event's metadata is ObjectMeta with a longer name (its own pydantic Field).
     ("ProjectSpec", "volumes"): {"maxItems": v.MAX_VOLUMES},
     ("ProjectSpec", "ingress"): {"maxItems": v.MAX_INGRESS},
     ("ServiceDef", "env"): {"maxItems": v.MAX_ENV},
@@ -228,6 +229,10 @@ def constrain(name: str, schema: dict[str, Any]) -> None:
     (patterns, lengths, item counts, required fields, closed objects); used for the
     published JSON Schemas and the OpenAPI document alike."""
     _post_process(name, schema)
+
+
+for _field in ("labels", "annotations"):
+    _CONSTRAINTS[("EventMeta", _field)] = _CONSTRAINTS[("ObjectMeta", _field)]
 
 
 def _post_process(name: str, schema: dict[str, Any]) -> None:
