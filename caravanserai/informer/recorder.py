@@ -18,8 +18,9 @@ down or fail the action it describes. What it costs instead:
   still queued are merged into one pending write whose ``count`` grows; the server adds
   that count to the stored event of the same (derived) name. A crash loop is one object.
 * **Bounded memory.** At most ``max_pending`` distinct pending events; a new one beyond
-  that is dropped and counted (``dropped``), with a warning logged for the first and then
-  every 100th drop.
+  that is dropped and counted (``dropped``, and the Prometheus counter
+  ``caravanserai_events_dropped_total{component}``), with a warning logged for the first and
+  then every 100th drop.
 * **Retries.** A transient failure (server unreachable, timeout, 5xx, 429) is retried with
   exponential backoff (0.5 s doubling to 30 s, on the injected clock) up to
   ``max_attempts``; a refusal (4xx: invalid, forbidden) is logged and dropped at once.
@@ -34,6 +35,7 @@ from collections import OrderedDict
 from typing import Any
 
 import structlog
+from prometheus_client import Counter
 
 from caravanserai.api.event import Event, EventKind, aggregation_key, new_event
 from caravanserai.api.problems import CaravanseraiError
@@ -42,6 +44,20 @@ from caravanserai.informer.backoff import Backoff
 from caravanserai.informer.clock import Clock, RealClock
 
 __all__ = ["EventRecorder", "is_transient"]
+
+RECORDED = Counter(
+    "caravanserai_events_recorded_total",
+    "Event occurrences accepted by recorders (queued or merged into a queued one)",
+    ["component"],
+)
+WRITTEN = Counter(
+    "caravanserai_events_written_total", "Event writes that reached the server", ["component"]
+)
+DROPPED = Counter(
+    "caravanserai_events_dropped_total",
+    "Event occurrences lost: queue full, refused by the server, out of attempts, shutdown",
+    ["component"],
+)
 
 DEFAULT_MAX_PENDING = 1000
 DEFAULT_MAX_ATTEMPTS = 6
@@ -143,9 +159,11 @@ class EventRecorder:
         except ValueError as exc:  # pydantic's ValidationError: e.g. a malformed reason
             self._log.warning("event.invalid", kind=kind, name=name, reason=reason, error=str(exc))
             self.dropped += 1
+            DROPPED.labels(self.component).inc()
             return
         if self._enqueue(event, attempts=0):
             self.recorded += 1
+            RECORDED.labels(self.component).inc()
             self._kick()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -234,11 +252,13 @@ class EventRecorder:
                 continue
             self._backoff.reset()
             self.written += 1
+            WRITTEN.labels(self.component).inc()
         self._idle.set()
 
     def _drop(self, why: str, kind: str, name: str, reason: str, count: int = 1) -> None:
         before = self.dropped
         self.dropped += count
+        DROPPED.labels(self.component).inc(count)
         # The first drop and then one in a hundred: a full queue must not flood the log.
         if before == 0 or before // 100 != self.dropped // 100:
             self._log.warning(

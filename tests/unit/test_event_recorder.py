@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from caravanserai.api.event import Event, EventKind, aggregation_key, event_name, new_event
 from caravanserai.api.problems import Invalid
@@ -43,6 +44,13 @@ class FakeEvents:
 class FakeClient:
     def __init__(self) -> None:
         self.events = FakeEvents()
+
+
+def dropped_metric() -> float:
+    value = REGISTRY.get_sample_value(
+        "caravanserai_events_dropped_total", {"component": "scheduler"}
+    )
+    return value or 0.0
 
 
 def recorder(client: FakeClient, clock: FakeClock, **kw: Any) -> EventRecorder:
@@ -85,6 +93,7 @@ async def test_identical_occurrences_queued_meanwhile_become_one_write() -> None
 async def test_reporting_never_blocks_and_a_full_queue_drops_with_a_count() -> None:
     client, clock = FakeClient(), FakeClock(T0)
     rec = recorder(client, clock, max_pending=3)
+    before = dropped_metric()
     client.events.gate.clear()  # the server never answers
     for i in range(10):
         rec.normal("Project", f"p{i}", "Created", "created")  # returns at once every time
@@ -92,6 +101,7 @@ async def test_reporting_never_blocks_and_a_full_queue_drops_with_a_count() -> N
     # Three accepted (p0 now in flight, two queued), seven dropped.
     assert rec.dropped == 7
     assert rec.recorded == 3
+    assert dropped_metric() - before == 7  # /metrics: caravanserai_events_dropped_total
     await rec.aclose(timeout=0)
     assert rec.dropped == 10  # what was still pending at shutdown is counted too
     rec.normal("Project", "late", "Created", "created")  # after close: dropped, no raise
