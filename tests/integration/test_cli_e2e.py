@@ -1252,3 +1252,30 @@ def test_get_events_and_describe_events(server: Server, env: dict[str, str]) -> 
     # The server's own Created (written in the background) may or may not be there yet.
     assert any(row.split()[:2] == ["Normal", "Scheduled"] and "scheduler" in row
                for row in events[2:])
+
+
+def test_get_events_watch_prints_each_new_occurrence(
+    server: Server, env: dict[str, str], streams: list[Streaming]
+) -> None:
+    from caravanserai.api.event import EventKind, new_event
+
+    def backoff() -> Any:
+        return new_event(
+            "Project", "crashy", "BackOff", "Back-off restarting failed container crashy-app",
+            type_=EventKind.WARNING, component="cara-agent", now=datetime.now(UTC),
+        )
+
+    watch = Streaming(env, "get", "events", "--for", "project/crashy", "-w")
+    streams.append(watch)
+    assert watch.next_line().split() == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    # Another object's event is not selected; each occurrence of ours is a row (the second
+    # one aggregated into the same event, as kubectl get events -w prints a count bump).
+    server.api(lambda c: c.events.record(new_event("Project", "other", "Created", "x",
+                                                   now=datetime.now(UTC))))
+    server.api(lambda c: c.events.record(backoff()))
+    row = watch.line_matching(r"Warning\s+BackOff")
+    assert row.split()[3:5] == ["project/crashy", "Back-off"]
+    server.api(lambda c: c.events.record(backoff()))
+    assert "project/crashy" in watch.line_matching(r"Warning\s+BackOff")
+    code, stderr = watch.interrupt()
+    assert code == 0 and "Traceback" not in stderr, stderr
