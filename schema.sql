@@ -28,6 +28,9 @@ INSERT INTO cara_compaction (id, revision) VALUES (true, 0) ON CONFLICT (id) DO 
 -- leaseTransitions). A Lease is an object like the others so it shares the revision, the
 -- event log, watch and resourceVersion preconditions; the older cara_leases table, written
 -- directly by the leader elector before Leases were API objects, is no longer used.
+-- Events (/api/v1/events: what happened to an object) are objects of kind Event too; their
+-- field selectors (involvedObject.kind/name) read `object`, as Events are listed per object
+-- rarely enough and expire after an hour (event-ttl), so no promoted column is needed.
 -- Promoted columns exist only for filtering in SQL; `object` is the truth.
 -- name uses the "C" collation so ORDER BY name / name > $last agree with Python's str
 -- ordering whatever the cluster locale (pagination depends on it).

@@ -92,6 +92,9 @@ class FakeRuntime:
     async def remove_volume(self, name: str) -> None:
         self.volumes.pop(name, None)
 
+    async def image_present(self, image: str) -> bool:
+        return True  # always present
+
     async def ensure_image(self, image: str) -> bool:
         return False  # always present
 

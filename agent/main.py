@@ -50,6 +50,7 @@ from caravanserai.connections import (
 from caravanserai.informer.controller import Controller
 from caravanserai.informer.informer import SharedInformer
 from caravanserai.informer.listerwatcher import HTTPListerWatcher
+from caravanserai.informer.recorder import EventRecorder
 from caravanserai.logging import configure_logging
 from caravanserai.tls import TLSConfigError, client_context, server_context
 
@@ -193,6 +194,10 @@ async def run_agent(
                          healthy=engine.ping)
 
         routes = RouteTable()
+        # Events (Pulled, Started, BackOff, Unhealthy, ...) go out in the background; what
+        # is still queued at shutdown gets a few seconds before the client closes.
+        recorder = EventRecorder(client, "cara-agent", node_name)
+        stack.push_async_callback(recorder.aclose)
         informer: SharedInformer[Project] = SharedInformer(
             HTTPListerWatcher(
                 client.projects, ListOptions.of(field_selector=f"status.nodeRef={node_name}")
@@ -220,6 +225,7 @@ async def run_agent(
             client=client,
             projects=informer,
             routes=routes,
+            recorder=recorder,
         )
         controller: Controller[str] = Controller(
             "cara-agent",

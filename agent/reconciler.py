@@ -50,11 +50,13 @@ from caravanserai.api import (
     ProjectStatus,
     ServiceStatus,
 )
+from caravanserai.api.event import EventKind
 from caravanserai.api.problems import Forbidden
 from caravanserai.client import CaravanseraiClient
 from caravanserai.informer.clock import Clock, RealClock
 from caravanserai.informer.controller import Result
 from caravanserai.informer.informer import SharedInformer
+from caravanserai.informer.recorder import EventRecorder
 
 log = structlog.get_logger("agent.reconciler")
 
@@ -116,8 +118,16 @@ class ProjectReconciler:
         projects: SharedInformer[Project],
         routes: RouteTable,
         clock: Clock | None = None,
+        recorder: EventRecorder | None = None,
     ) -> None:
         self.settings = settings
+        # Events about the projects this node runs (none without a recorder). Reporting
+        # never waits: the recorder queues and writes in the background.
+        self.recorder = recorder
+        # The last exit reported as BackOff and the last health seen, per (uid, service):
+        # an event per new exit or health change, not one per recheck.
+        self._backoff_reported: dict[tuple[str, str], str] = {}
+        self._health_seen: dict[tuple[str, str], str | None] = {}
         self.node = settings.node
         self.runtime = runtime
         self.client = client
@@ -129,6 +139,15 @@ class ProjectReconciler:
             cap=settings.restart_backoff_max,
             reset_after=settings.restart_backoff_reset,
         )
+
+    def _event(
+        self, spec: ContainerSpec, type_: EventKind, reason: str, message: str
+    ) -> None:
+        if self.recorder is not None:
+            self.recorder.event(
+                "Project", spec.project, type_, reason, message,
+                uid=spec.labels.get(naming.LABEL_UID) or None,
+            )
 
     # -- entry point ------------------------------------------------------------------------
 
@@ -254,13 +273,16 @@ class ProjectReconciler:
                 and info.state in ("exited", "dead")
                 and wants_restart(spec.restart, info.exit_code)
             ):
+                exit_id = f"{info.id}@{info.finished_at or ''}"
                 backoff = self.restarts.on_exit(
-                    uid, spec.service, f"{info.id}@{info.finished_at or ''}", info.exit_code,
-                    reported.get(spec.service, 0),
+                    uid, spec.service, exit_id, info.exit_code, reported.get(spec.service, 0),
                 )
                 backoffs[spec.service] = backoff or BackOff(
                     spec.service, 0.0, 0.0, info.exit_code
                 )
+                if backoff is not None:
+                    self._report_backoff(uid, spec, exit_id)
+        self._report_health(uid, plan, observed)
         context = ServiceContext(
             backoffs=backoffs,
             restart_counts={
@@ -301,6 +323,7 @@ class ProjectReconciler:
             log.info("service backing off before its restart", project=spec.project,
                      service=spec.service, exit_code=exit_code,
                      seconds=round(backoff.remaining, 3))
+            self._report_backoff(uid, spec, exit_id)
             return None
         outcome = _ServiceOutcome(spec.service)
         try:
@@ -310,7 +333,37 @@ class ProjectReconciler:
             return outcome
         count = self.restarts.restarted(uid, spec.service)
         outcome.acted.append(f"restarted (policy {spec.restart.value}, restart {count})")
+        self._event(spec, EventKind.NORMAL, "Started", f"Started container {spec.name}")
         return outcome
+
+    def _forget_reported(self, uid: str) -> None:
+        for seen in (self._backoff_reported, self._health_seen):
+            for key in [k for k in seen if k[0] == uid]:
+                del seen[key]
+
+    def _report_backoff(self, uid: str, spec: ContainerSpec, exit_id: str) -> None:
+        """One BackOff occurrence per exit (the recheck during the wait adds none)."""
+        key = (uid, spec.service)
+        if self._backoff_reported.get(key) == exit_id:
+            return
+        self._backoff_reported[key] = exit_id
+        # The message leaves out the delay and exit code so occurrences aggregate.
+        self._event(spec, EventKind.WARNING, "BackOff",
+                    f"Back-off restarting failed container {spec.name}")
+
+    def _report_health(
+        self, uid: str, plan: ProjectPlan, observed: dict[str, ContainerInfo | None]
+    ) -> None:
+        """Unhealthy when a container's healthcheck turns unhealthy (once per change)."""
+        for spec in plan.containers:
+            info = observed.get(spec.service)
+            health = info.health if info is not None else None
+            key = (uid, spec.service)
+            before = self._health_seen.get(key)
+            self._health_seen[key] = health
+            if health == "unhealthy" and before != "unhealthy":
+                self._event(spec, EventKind.WARNING, "Unhealthy",
+                            f"Health check of container {spec.name} failed")
 
     def _sort_existing(
         self, plan: ProjectPlan, existing: list[ContainerInfo]
@@ -385,24 +438,36 @@ class ProjectReconciler:
         outcome = _ServiceOutcome(spec.service)
         try:
             if info is not None and info.labels.get(naming.LABEL_CONFIG_HASH) != spec.config_hash:
+                self._event(spec, EventKind.NORMAL, "Killing",
+                            f"Stopping container {spec.name}: its configuration changed")
                 await self.runtime.remove_container(
                     info.id, stop_timeout=self.settings.stop_timeout
                 )
                 outcome.acted.append("removed (configuration changed)")
                 info = None
             if info is None:
+                if not await self.runtime.image_present(spec.image):
+                    self._event(spec, EventKind.NORMAL, "Pulling",
+                                f'Pulling image "{spec.image}"')
                 if await self.runtime.ensure_image(spec.image):
                     outcome.acted.append(f"pulled {spec.image}")
+                    self._event(spec, EventKind.NORMAL, "Pulled",
+                                f'Successfully pulled image "{spec.image}"')
                 container_id = await self._create(spec, outcome)
+                self._event(spec, EventKind.NORMAL, "Created", f"Created container {spec.name}")
                 await self.runtime.start_container(container_id)
                 outcome.acted.append("started")
+                self._event(spec, EventKind.NORMAL, "Started", f"Started container {spec.name}")
             elif info.state == "created" or (rollout and info.state in ("exited", "dead")):
                 await self.runtime.start_container(info.id)
                 outcome.acted.append(f"started ({info.state})")
+                self._event(spec, EventKind.NORMAL, "Started", f"Started container {spec.name}")
             elif info.state == "paused":
                 pass  # someone paused it on purpose; reported as not running
         except RuntimeFailure as exc:
             outcome.failure = Failure(exc.reason, exc.message, spec.service)
+            # ImagePullFailed, NameConflict, PortConflict, ContainerStartFailed, ...
+            self._event(spec, EventKind.WARNING, exc.reason, exc.message)
         except ResourceBusy as exc:
             outcome.busy = exc
         return outcome
@@ -558,9 +623,19 @@ class ProjectReconciler:
         name = project.metadata.name
         self.routes.remove_project(name)
         self.restarts.forget(project.metadata.uid or name)
+        self._forget_reported(project.metadata.uid or name)
         removed = await self.teardown(name)
         if removed:
             log.info("project torn down", project=name, removed=removed)
+            if self.recorder is not None:
+                containers = sorted(r.split("/", 1)[1] for r in removed
+                                    if r.startswith("container/"))
+                if containers:
+                    self.recorder.normal(
+                        "Project", name, "Killing",
+                        "Stopped and removed containers " + ", ".join(containers),
+                        uid=project.metadata.uid,
+                    )
 
         def mutate(current: Project) -> ProjectStatus | None:
             if current.status.phase != ProjectPhase.TERMINATING:

@@ -130,6 +130,10 @@ class Runtime(Protocol):
     async def remove_volume(self, name: str) -> None: ...
 
     # images
+    async def image_present(self, image: str) -> bool:
+        """Whether the image is in the engine already (no pull needed)."""
+        ...
+
     async def ensure_image(self, image: str) -> bool:
         """Pull the image unless present; True when a pull happened."""
         ...

@@ -10,6 +10,7 @@ import click
 from click.shell_completion import CompletionItem
 
 from caravanserai.api import KINDS, ResourceKind
+from caravanserai.api.event import EVENTS, RecordKind
 from caravanserai.client.http import CaravanseraiClient, ResourceClient
 
 ALIASES: dict[str, str] = {
@@ -52,6 +53,36 @@ class KindType(click.ParamType):
 
 
 KIND = KindType()
+
+EVENT_ALIASES = frozenset({"events", "event", "ev"})
+
+
+class GetKindType(KindType):
+    """``get``'s resource argument: projects, nodes, or events (read-only, listed and
+    watched but never applied, described or deleted by users)."""
+
+    def convert(  # type: ignore[override]
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> ResourceKind | RecordKind:
+        if isinstance(value, RecordKind) or str(value).lower() in EVENT_ALIASES:
+            return EVENTS
+        try:
+            return super().convert(value, param, ctx)
+        except click.UsageError:
+            raise click.UsageError(
+                f"unknown resource type {value!r} (use projects, nodes or events)", ctx
+            ) from None
+
+    def shell_complete(
+        self, ctx: click.Context, param: click.Parameter, incomplete: str
+    ) -> list[CompletionItem]:
+        return [CompletionItem(s) for s in (*_SUGGESTED, "events") if s.startswith(incomplete)]
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "projects|nodes|events"
+
+
+GET_KIND = GetKindType()
 
 
 def resources_of(client: CaravanseraiClient, kind: ResourceKind) -> ResourceClient[Any]:

@@ -22,7 +22,8 @@ from cli.context import State, get_state, global_options
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "apply": ("cli.commands.apply:apply",
               "Create or update projects and nodes from manifests."),
-    "get": ("cli.commands.get:get", "List projects or nodes (table, wide, json, yaml, name)."),
+    "get": ("cli.commands.get:get",
+            "List projects, nodes or events (table, wide, json, yaml, name)."),
     "describe": ("cli.commands.describe:describe", "Show details of a project or node."),
     "delete": ("cli.commands.delete:delete", "Delete projects or nodes."),
     "diff": ("cli.commands.diff:diff", "Show what apply would change (exit 1 if anything)."),

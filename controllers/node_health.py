@@ -40,8 +40,9 @@ from caravanserai.informer import (
     SharedInformer,
     predicate,
 )
+from caravanserai.informer.recorder import EventRecorder
 from controllers.condition_clock import requeue_after
-from controllers.settings import load_settings
+from controllers.settings import format_duration, load_settings
 
 __all__ = [
     "REASON_AGENT_READY",
@@ -165,12 +166,15 @@ class NodeHealth:
         clock: Clock,
         timeout: float,
         log: Any,
+        recorder: EventRecorder | None = None,
     ) -> None:
         self.client = client
         self.nodes = nodes
         self.clock = clock
         self.timeout = timeout
         self.log = log
+        # NodeNotReady / NodeReady events (none without a recorder).
+        self.recorder = recorder
 
     async def reconcile(self, name: str) -> Result | None:
         """Evaluate node ``name`` against the clock."""
@@ -197,7 +201,25 @@ class NodeHealth:
                     new=str(decision.status.state),
                     last_heartbeat=str(node.status.last_heartbeat),
                 )
+                self._report(node, decision.status.state)
         return requeue_after(decision.requeue_after)
+
+    def _report(self, node: Node, state: NodeState | None) -> None:
+        if self.recorder is None:
+            return
+        name = node.metadata.name
+        if state is NodeState.NOT_READY:
+            self.recorder.warning(
+                "Node", name, "NodeNotReady",
+                f"Node {name} status is now: NotReady (no heartbeat for "
+                f"{format_duration(self.timeout)})",
+                uid=node.metadata.uid,
+            )
+        elif state is NodeState.READY:
+            self.recorder.normal(
+                "Node", name, "NodeReady", f"Node {name} status is now: Ready",
+                uid=node.metadata.uid,
+            )
 
 
 def controller(ctx: ControllerContext) -> RunnableController:
@@ -214,6 +236,7 @@ def controller(ctx: ControllerContext) -> RunnableController:
                 c.clock,
                 settings.heartbeat_timeout,
                 c.log.bind(kind="Node"),
+                EventRecorder(c.client, "node-health", clock=c.clock, log=c.log),
             )
         )
         .build(ctx)

@@ -61,6 +61,7 @@ from caravanserai.informer import (
     keys_in_index,
     predicate,
 )
+from caravanserai.informer.recorder import EventRecorder
 from controllers.binder import BindingBatcher
 from controllers.load_tracker import LoadTracker
 from controllers.placement import REASON_UNSCHEDULABLE, Candidate, misfit, place
@@ -83,6 +84,7 @@ __all__ = [
 ]
 
 REASON_SCHEDULED = "Scheduled"
+REASON_FAILED_SCHEDULING = "FailedScheduling"
 PHASE_INDEX = "phase"
 
 
@@ -194,8 +196,11 @@ class Scheduler:
         tracker: LoadTracker,
         log: Any,
         binder: BindingBatcher | None = None,
+        recorder: EventRecorder | None = None,
     ) -> None:
         self.client = client
+        # Scheduled / FailedScheduling events (none when no recorder is given).
+        self.recorder = recorder
         self.binder = binder or BindingBatcher(client.projects)
         self.projects = projects
         self.nodes = nodes
@@ -292,7 +297,13 @@ class Scheduler:
         except BaseException:
             self.tracker.unassume(name)
             raise
-        return self._settle(name, node, result)
+        settled = self._settle(name, node, result)
+        if result.outcome is BindingOutcome.BOUND and self.recorder is not None:
+            self.recorder.normal(
+                "Project", name, REASON_SCHEDULED, f"Successfully assigned {name} to {node}",
+                uid=project.metadata.uid,
+            )
+        return settled
 
     def _settle(self, name: str, node: str, result: BindingResult) -> Result | None:
         if result.outcome is BindingOutcome.CONFLICT:
@@ -321,6 +332,12 @@ class Scheduler:
         name = project.metadata.name
         self.unschedulable.add(name)
         self.log.info("project.unschedulable", kind="Project", name=name, reason=message)
+        if self.recorder is not None:
+            # Every failed attempt (a retry comes when nodes or load change): the event's
+            # count says how often, as Kubernetes' FailedScheduling does.
+            self.recorder.warning(
+                "Project", name, REASON_FAILED_SCHEDULING, message, uid=project.metadata.uid
+            )
         body = unschedulable_status(project, message)
         if body is None:
             return
@@ -334,6 +351,8 @@ class Scheduler:
     async def close(self) -> None:
         """Cancel bindings still on their way (the controller awaits this when it stops)."""
         await self.binder.close()
+        if self.recorder is not None:
+            await self.recorder.aclose()
 
 
 def controller(ctx: ControllerContext) -> RunnableController:
@@ -348,6 +367,7 @@ def controller(ctx: ControllerContext) -> RunnableController:
         ctx.informers.nodes(),
         LoadTracker(),
         ctx.log,
+        recorder=EventRecorder(ctx.client, "scheduler", clock=ctx.clock, log=ctx.log),
     )
     return (
         Controller.for_(Project, indexers=indexers, predicate=waiting)

@@ -9,6 +9,7 @@ plain seconds (``90``, ``1.5``) or a unit suffix (``90s``, ``3m``, ``1h``).
 | ``heartbeat_timeout`` | ``CARA_HEARTBEAT_TIMEOUT`` | 90 s | node-health |
 | ``running_grace`` | ``CARA_RUNNING_GRACE`` | 180 s | rescheduler |
 | ``terminating_timeout`` | ``CARA_TERMINATING_TIMEOUT`` | 600 s | termination |
+| ``event_ttl`` | ``CARA_EVENT_TTL`` | 1 h | event-ttl (after the last occurrence) |
 | ``workers`` | ``CARA_<NAME>_WORKERS`` | 16 scheduler, 4 others | all |
 
 ``<NAME>`` is the controller's name in capitals with ``_`` for ``-``:
@@ -80,6 +81,7 @@ class ControllerSettings:
     running_grace: float = 180.0
     terminating_timeout: float = 600.0
     workers: int = _OTHER_WORKERS
+    event_ttl: float = 3600.0
 
 
 def _resolve(
@@ -124,6 +126,9 @@ def load_settings(
             parse_duration,
             config,
             environ,
+        ),
+        event_ttl=_resolve(
+            "event_ttl", "CARA_EVENT_TTL", 3600.0, parse_duration, config, environ
         ),
         workers=_resolve(
             "workers",

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from caravanserai.api import validation as v
+from caravanserai.api.event import Event
 from caravanserai.api.node import Node
 from caravanserai.api.project import Project
 
@@ -136,6 +137,7 @@ _CONSTRAINTS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("ObjectMeta", "annotations"): {"propertyNames": {"pattern": f"^{v.LABEL_KEY_PATTERN}$"}},
     ("ProjectSpec", "services"): {"minItems": 1, "maxItems": v.MAX_SERVICES},
+    # An Event's metadata is ObjectMeta with a longer name (its own pydantic Field).
     ("ProjectSpec", "volumes"): {"maxItems": v.MAX_VOLUMES},
     ("ProjectSpec", "ingress"): {"maxItems": v.MAX_INGRESS},
     ("ServiceDef", "env"): {"maxItems": v.MAX_ENV},
@@ -204,9 +206,18 @@ def node_schema() -> dict[str, Any]:
     return schema_for(Node, "node.json")
 
 
+def event_schema() -> dict[str, Any]:
+    """The Event kind's schema (what ``/api/v1/events`` serves and accepts)."""
+    return schema_for(Event, "event.json")
+
+
 def generate() -> dict[str, str]:
     """``{file name: file text}`` of every schema in ``schemas/``."""
-    return {"project.json": render(project_schema()), "node.json": render(node_schema())}
+    return {
+        "project.json": render(project_schema()),
+        "node.json": render(node_schema()),
+        "event.json": render(event_schema()),
+    }
 
 
 def render(schema: dict[str, Any]) -> str:
@@ -218,6 +229,10 @@ def constrain(name: str, schema: dict[str, Any]) -> None:
     (patterns, lengths, item counts, required fields, closed objects); used for the
     published JSON Schemas and the OpenAPI document alike."""
     _post_process(name, schema)
+
+
+for _field in ("labels", "annotations"):
+    _CONSTRAINTS[("EventMeta", _field)] = _CONSTRAINTS[("ObjectMeta", _field)]
 
 
 def _post_process(name: str, schema: dict[str, Any]) -> None:

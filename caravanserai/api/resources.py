@@ -2,6 +2,8 @@
 
 ``KINDS`` is the one list of the kinds users manage (apply, get, delete); ``LEASES`` is the
 coordination kind leader election writes (served at ``/api/v1/leases``, never applied).
+Events (``/api/v1/events``, written by the system, never applied) are described in
+:mod:`caravanserai.api.event` (``EVENTS``).
 """
 
 from __future__ import annotations
@@ -36,3 +38,4 @@ NODES = ResourceKind("Node", "nodes", Node, NodeList)
 KINDS: dict[str, ResourceKind] = {PROJECTS.kind: PROJECTS, NODES.kind: NODES}
 BY_PLURAL: dict[str, ResourceKind] = {k.plural: k for k in KINDS.values()}
 LEASES = CoordinationKind("Lease", "leases", Lease, LeaseList)
+

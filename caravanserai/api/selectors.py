@@ -2,8 +2,8 @@
 
 Label selector: comma-separated requirements ``k=v``, ``k==v``, ``k!=v``, ``k in (a,b)``,
 ``k notin (a,b)``, ``k`` (exists), ``!k`` (does not exist).
-Field selector: ``metadata.name``, ``status.phase``, ``status.nodeRef`` (Nodes: ``status.state``)
-with ``=``, ``==`` or ``!=``.
+Field selector: ``metadata.name``, ``status.phase``, ``status.nodeRef`` (Nodes: ``status.state``;
+Events: ``involvedObject.kind``, ``involvedObject.name``) with ``=``, ``==`` or ``!=``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ FIELD_PATHS: dict[str, tuple[str, ...]] = {
     "status.phase": ("status", "phase"),
     "status.nodeRef": ("status", "nodeRef"),
     "status.state": ("status", "state"),
+    # Events: the object an event is about.
+    "involvedObject.kind": ("involvedObject", "kind"),
+    "involvedObject.name": ("involvedObject", "name"),
 }
 
 _KEY = r"[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?"

@@ -582,6 +582,14 @@ def _check_metadata(meta: Any) -> _Errors:
     return errs
 
 
+def validate_labels_and_annotations(
+    labels: Mapping[str, str], annotations: Mapping[str, str]
+) -> list[FieldError]:
+    """The errors of ``metadata.labels`` and ``metadata.annotations`` alone (for kinds whose
+    names are not DNS labels, such as Events)."""
+    return list(_check_metadata({"labels": labels, "annotations": annotations}))
+
+
 def _items(value: Any, path: str) -> Iterable[tuple[str, Mapping[str, Any]]]:
     """``(path[i], item)`` for the object items of a list (anything else is pass 1's)."""
     if isinstance(value, list):

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from caravanserai.api.base import API_VERSION
 from caravanserai.api.binding import Binding, BindingList, BindingResult, BindingResultList
+from caravanserai.api.event import Event
 from caravanserai.api.lease import Lease
 from caravanserai.api.node import Heartbeat, Node
 from caravanserai.api.problems import CaravanseraiError, Problem, error_from_problem
@@ -54,7 +55,7 @@ __all__ = [
     "ResourceClient",
 ]
 
-T = TypeVar("T", bound=Project | Node)
+T = TypeVar("T", bound=Project | Node | Event)
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_WATCH_READ_TIMEOUT = 90.0
@@ -105,6 +106,7 @@ class CaravanseraiClient:
         self.nodes = NodeClient(self, Node, "nodes")
         self.leases = LeaseClient(self)
         self.tokens = TokenClient(self)
+        self.events = EventClient(self, Event, "events")
 
     async def __aenter__(self) -> CaravanseraiClient:
         self._get_session()
@@ -133,6 +135,8 @@ class CaravanseraiClient:
             return self.projects  # type: ignore[return-value]
         if model is Node:
             return self.nodes  # type: ignore[return-value]
+        if model is Event:
+            return self.events  # type: ignore[return-value]
         raise TypeError(f"no API resource for {model!r}")
 
     # -- plumbing -------------------------------------------------------------------------
@@ -479,6 +483,36 @@ class NodeClient(ResourceClient[Node]):
         """``POST /{name}/heartbeat``; NotFound when the node is not registered."""
         body = heartbeat.to_wire() if heartbeat is not None else {}
         await self.client.request("POST", f"{self.path}/{name}/heartbeat", body=body)
+
+
+class EventClient(ResourceClient[Event]):
+    """``/api/v1/events``: record (create or aggregate), get, list, watch, delete."""
+
+    async def record(self, event: Event) -> Event:
+        """``POST``: the stored event (new, or with the occurrences added to its count)."""
+        _, body = await self.client.request("POST", self.path, body=event.to_wire())
+        return self._parse(body)
+
+    async def create(self, obj: Event | Mapping[str, Any], *, dry_run: bool = False) -> Event:
+        """The same as :meth:`record` (events are aggregated, never refused as existing)."""
+        _, body = await self.client.request(
+            "POST", self.path, body=self._body(obj), params=_dry(dry_run)
+        )
+        return self._parse(body)
+
+    async def delete(
+        self,
+        name: str,
+        *,
+        force: bool = False,
+        dry_run: bool = False,
+        resource_version: str | None = None,
+    ) -> None:
+        """``DELETE /{name}`` (``resource_version``: only that version; 409 otherwise)."""
+        params = _dry(dry_run) or []
+        if resource_version is not None:
+            params.append(("resourceVersion", resource_version))
+        await self.client.request("DELETE", f"{self.path}/{name}", params=params)
 
 
 class LeaseClient:

@@ -13,15 +13,16 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from caravanserai.api.binding import Binding, BindingResult
+from caravanserai.api.event import Event
 from caravanserai.api.lease import Lease
 from caravanserai.api.node import Heartbeat, Node
 from caravanserai.api.project import Project, ProjectPhase
 from caravanserai.client.options import ListOptions, ObjectList
 from caravanserai.client.watch import WatchEvent
 
-__all__ = ["Client", "LeaseAPI", "NodeAPI", "ProjectAPI", "ResourceAPI"]
+__all__ = ["Client", "EventAPI", "LeaseAPI", "NodeAPI", "ProjectAPI", "ResourceAPI"]
 
-T = TypeVar("T", bound=Project | Node)
+T = TypeVar("T", bound=Project | Node | Event)
 
 
 class ResourceAPI(Protocol[T]):
@@ -85,6 +86,17 @@ class NodeAPI(ResourceAPI[Node], Protocol):
     async def heartbeat(self, name: str, heartbeat: Heartbeat | None = None) -> None: ...
 
 
+class EventAPI(ResourceAPI[Event], Protocol):
+    """Events: ``record`` creates one or aggregates it into the stored one of the same name
+    (``POST /api/v1/events``); ``create`` is the same call. ``delete`` takes a
+    resourceVersion precondition (the TTL controller's write)."""
+
+    async def record(self, event: Event) -> Event: ...
+    async def delete(
+        self, name: str, *, force: bool = False, resource_version: str | None = None
+    ) -> None: ...
+
+
 class LeaseAPI(Protocol):
     """Leases (leader election): get, create, update with resourceVersion preconditions."""
 
@@ -105,5 +117,8 @@ class Client(Protocol):
 
     @property
     def leases(self) -> LeaseAPI: ...
+
+    @property
+    def events(self) -> EventAPI: ...
 
     def resource(self, model: type[T]) -> ResourceAPI[T]: ...

@@ -6,13 +6,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from caravanserai.api.event import Event
 from caravanserai.api.node import Node
 from caravanserai.api.project import Project, ProjectPhase
 from caravanserai.api.selectors import Selector
 
 __all__ = ["ListOptions", "ObjectList"]
 
-T = TypeVar("T", bound=Project | Node)
+T = TypeVar("T", bound=Project | Node | Event)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,13 +7,14 @@ from typing import Any, Generic, TypeVar, cast
 
 from pydantic import ValidationError
 
+from caravanserai.api.event import Event
 from caravanserai.api.node import Node
 from caravanserai.api.problems import CaravanseraiError, Problem, error_from_problem
 from caravanserai.api.project import Project
 from caravanserai.api.watch import EventType
 from caravanserai.client.errors import ProtocolError
 
-T = TypeVar("T", bound=Project | Node)
+T = TypeVar("T", bound=Project | Node | Event)
 
 __all__ = ["WatchEvent", "parse_event"]
 

@@ -44,6 +44,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
+from caravanserai.api.event import Event
 from caravanserai.api.node import Node
 from caravanserai.api.project import Project
 from caravanserai.client.http import ListOptions
@@ -67,8 +68,8 @@ __all__ = [
     "predicate",
 ]
 
-T = TypeVar("T", bound=Project | Node)
-W = TypeVar("W", bound=Project | Node)
+T = TypeVar("T", bound=Project | Node | Event)
+W = TypeVar("W", bound=Project | Node | Event)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, TypeVar
 
+from caravanserai.api.event import Event
 from caravanserai.api.node import Node
 from caravanserai.api.project import Project
 
@@ -31,7 +32,7 @@ __all__ = [
     "index_by_state",
 ]
 
-T = TypeVar("T", bound=Project | Node)
+T = TypeVar("T", bound=Project | Node | Event)
 
 IndexFunc = Callable[[T], Iterable[str]]
 """Returns the index values of an object (none, one or several)."""

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
+from caravanserai.api.event import Event
 from caravanserai.api.node import Node
 from caravanserai.api.project import Project
 from caravanserai.informer.clock import Clock, RealClock
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Controller", "Reconciler", "Result"]
 
-T = TypeVar("T", bound=Project | Node)
+T = TypeVar("T", bound=Project | Node | Event)
 K = TypeVar("K", bound=Hashable)
 K_contra = TypeVar("K_contra", bound=Hashable, contravariant=True)
 

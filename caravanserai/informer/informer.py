@@ -31,6 +31,7 @@ from typing import Generic, TypeVar
 
 import structlog
 
+from caravanserai.api.event import Event
 from caravanserai.api.node import Node
 from caravanserai.api.project import Project
 from caravanserai.informer.backoff import Backoff
@@ -41,7 +42,7 @@ from caravanserai.informer.reflector import Reflector
 
 __all__ = ["HandlerRegistration", "OnAdd", "OnDelete", "OnUpdate", "SharedInformer"]
 
-T = TypeVar("T", bound=Project | Node)
+T = TypeVar("T", bound=Project | Node | Event)
 
 OnAdd = Callable[[T], "Awaitable[None] | None"]
 OnUpdate = Callable[[T, T], "Awaitable[None] | None"]

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+from caravanserai.api.event import Event
 from caravanserai.api.node import Node
 from caravanserai.api.problems import Expired
 from caravanserai.api.project import Project
@@ -22,8 +23,8 @@ from caravanserai.client.watch import WatchEvent
 
 __all__ = ["ClientListerWatcher", "HTTPListerWatcher", "ListerWatcher"]
 
-T = TypeVar("T", bound=Project | Node)
-T_co = TypeVar("T_co", bound=Project | Node, covariant=True)
+T = TypeVar("T", bound=Project | Node | Event)
+T_co = TypeVar("T_co", bound=Project | Node | Event, covariant=True)
 
 class ListerWatcher(Protocol[T]):
     """List and watch one kind of object (with one selection).

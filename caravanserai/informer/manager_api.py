@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 import structlog
 
+from caravanserai.api.event import Event
 from caravanserai.api.node import Node
 from caravanserai.api.project import Project
 from caravanserai.client.interface import Client
@@ -37,7 +38,7 @@ __all__ = [
     "run_controllers",
 ]
 
-T = TypeVar("T", bound=Project | Node)
+T = TypeVar("T", bound=Project | Node | Event)
 
 ENTRY_POINT_GROUP = "caravanserai.controllers"
 

@@ -26,6 +26,7 @@ from typing import Generic, TypeVar
 import structlog
 from prometheus_client import Counter
 
+from caravanserai.api.event import Event
 from caravanserai.api.node import Node
 from caravanserai.api.problems import Expired, TooLargeResourceVersion
 from caravanserai.api.project import Project
@@ -38,7 +39,7 @@ from caravanserai.informer.listerwatcher import ListerWatcher
 
 __all__ = ["Reflector", "StreamStalled"]
 
-T = TypeVar("T", bound=Project | Node)
+T = TypeVar("T", bound=Project | Node | Event)
 
 log = structlog.get_logger("caravanserai.informer.reflector")
 

@@ -8,6 +8,7 @@ place, :mod:`caravanserai.registry.base`.
 """
 
 from caravanserai.registry.base import Listing, RevisionObserver
+from caravanserai.registry.events import EventRegistry
 from caravanserai.registry.leases import LeaseRegistry
 from caravanserai.registry.nodes import NodeRegistry
 from caravanserai.registry.projects import DeleteOutcome, ProjectRegistry
@@ -15,6 +16,7 @@ from caravanserai.registry.registries import Registries
 
 __all__ = [
     "DeleteOutcome",
+    "EventRegistry",
     "LeaseRegistry",
     "Listing",
     "NodeRegistry",

@@ -11,6 +11,7 @@ from typing import Any, Generic, TypeVar, cast
 from pydantic import TypeAdapter
 
 from caravanserai.api.base import Timestamp
+from caravanserai.api.event import Event
 from caravanserai.api.lease import Lease
 from caravanserai.api.node import Node
 from caravanserai.api.problems import AlreadyExists, NotFound
@@ -18,7 +19,7 @@ from caravanserai.api.project import Project
 from caravanserai.api.selectors import Selector
 from caravanserai.store.types import ListResult, Mutator, Obj, Store, Watch
 
-M = TypeVar("M", Project, Node, Lease)
+M = TypeVar("M", Project, Node, Lease, Event)
 
 RevisionObserver = Callable[[int], None]
 """Told the revision of every write (the server's metrics keep the highest)."""
@@ -136,7 +137,7 @@ class KindRegistry(Generic[M]):
         return self.decode(self.observed(stored))
 
     async def _replace_spec_and_metadata(
-        self, model: M, guard: Callable[[Obj, Obj], None] | None = None
+        self, model: Project | Node | Lease, guard: Callable[[Obj, Obj], None] | None = None
     ) -> M:
         """Write ``model``'s spec, labels and annotations over the stored object (nothing,
         no revision, when they are all unchanged); Conflict when its resourceVersion is set

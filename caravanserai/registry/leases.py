@@ -11,7 +11,7 @@ from __future__ import annotations
 from caravanserai.api.base import ObjectMeta
 from caravanserai.api.lease import Lease
 from caravanserai.api.problems import FieldError, Invalid, NotFound
-from caravanserai.api.validation import validate_name
+from caravanserai.api.validation import validate_labels_and_annotations, validate_name
 from caravanserai.registry.base import KindRegistry
 
 
@@ -47,5 +47,6 @@ class LeaseRegistry(KindRegistry[Lease]):
 
 def _validate(lease: Lease) -> None:
     errors: list[FieldError] = validate_name(lease.metadata.name)
+    errors += validate_labels_and_annotations(lease.metadata.labels, lease.metadata.annotations)
     if errors:
         raise Invalid(f'Lease "{lease.metadata.name}" is invalid', errors)

@@ -4,6 +4,7 @@ share."""
 from __future__ import annotations
 
 from caravanserai.registry.base import RevisionObserver
+from caravanserai.registry.events import EventRegistry
 from caravanserai.registry.leases import LeaseRegistry
 from caravanserai.registry.nodes import NodeRegistry
 from caravanserai.registry.projects import ProjectRegistry
@@ -11,7 +12,7 @@ from caravanserai.store.types import Store
 
 
 class Registries:
-    """``projects``, ``nodes`` and ``leases`` over ``store``.
+    """``projects``, ``nodes``, ``leases`` and ``events`` over ``store``.
 
     ``on_write`` is told the revision of every write (the server's metrics).
     """
@@ -21,3 +22,4 @@ class Registries:
         self.projects = ProjectRegistry(store, on_write)
         self.nodes = NodeRegistry(store, on_write)
         self.leases = LeaseRegistry(store, on_write)
+        self.events = EventRegistry(store, on_write)

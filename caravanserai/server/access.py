@@ -103,6 +103,11 @@ ROUTE_ACCESS: Mapping[str, Access] = {
     "getLease": Access("leases", "get", V),
     "replaceLease": Access("leases", "update", A),
     "deleteLease": Access("leases", "delete", A),
+    # events (agents report about their own Node and the projects bound to them)
+    "createEvent": Access("events", "create", E, NodeRule.ABOUT_OWN_OBJECTS),
+    "listEvents": Access("events", "list", V),
+    "getEvent": Access("events", "get", V),
+    "deleteEvent": Access("events", "delete", A),
     # tokens
     "createToken": Access("tokens", "create", A),
     "listTokens": Access("tokens", "list", A),

@@ -27,12 +27,14 @@ from aiohttp.typedefs import Handler, Middleware
 import caravanserai
 from caravanserai.api.base import API_VERSION
 from caravanserai.api.binding import BindingList, BindingResultList
+from caravanserai.api.event import Event, EventList
 from caravanserai.api.lease import Lease, LeaseList
 from caravanserai.api.node import Heartbeat, Node, NodeList
 from caravanserai.api.problems import Unavailable
 from caravanserai.api.project import Project, ProjectList, ProjectPhase
 from caravanserai.api.resources import NODES, PROJECTS, ResourceKind
 from caravanserai.api.watch import WatchEvent
+from caravanserai.informer.recorder import EventRecorder
 from caravanserai.logging import get_logger
 from caravanserai.registry import Registries
 from caravanserai.server.access import ROUTE_ACCESS, Access
@@ -41,6 +43,7 @@ from caravanserai.server.authz import Authorizer, auth_middleware
 from caravanserai.server.config import ServerConfig
 from caravanserai.server.dryrun import DryRunStore, dry_run_middleware
 from caravanserai.server.httputil import json_response
+from caravanserai.server.inprocess import InProcessClient
 from caravanserai.server.inputs import request_text_middleware
 from caravanserai.server.metrics import METRICS_CONTENT_TYPE, Metrics, observe_middleware
 from caravanserai.server.models import PhasePatch, VersionInfo, WhoAmI
@@ -48,6 +51,12 @@ from caravanserai.server.openapi import build_openapi
 from caravanserai.server.problems import problem_middleware
 from caravanserai.server.relay import AGENT_SSL, relay_routes
 from caravanserai.server.relay_exec import exec_routes
+from caravanserai.server.routes_events import (
+    delete_event,
+    get_event,
+    list_events,
+    record_event,
+)
 from caravanserai.server.routes_patch import MERGE_PATCH, patch_handler
 from caravanserai.server.routes_resources import (
     MAX_LIMIT,
@@ -61,7 +70,7 @@ from caravanserai.server.routes_resources import (
 )
 from caravanserai.server.routes_tokens import token_routes
 from caravanserai.server.routing import Param, Reply, RouteSpec, register
-from caravanserai.server.state import CONFIG, METRICS, REGISTRIES, STORE, WATCHES
+from caravanserai.server.state import CONFIG, METRICS, RECORDER, REGISTRIES, STORE, WATCHES
 from caravanserai.server.ui import add_ui_routes
 from caravanserai.server.watch_stream import NDJSON, WatchRegistry
 from caravanserai.store.postgres import PostgresStore
@@ -374,6 +383,66 @@ def _lease_routes() -> list[RouteSpec]:
     ]
 
 
+_EVENT_FIELDS = Param(
+    "fieldSelector",
+    "query",
+    {"type": "string"},
+    "Field selector over `involvedObject.kind`, `involvedObject.name`, `metadata.name` "
+    "with `=`, `==`, `!=`.",
+)
+
+
+def _event_routes() -> list[RouteSpec]:
+    base = "/api/v1/events"
+    list_params = (_LIST_PARAMS[0], _EVENT_FIELDS, *_LIST_PARAMS[2:])
+    return [
+        RouteSpec(
+            "POST", base, record_event, "createEvent", "Record an Event (aggregating)",
+            "events", body=Event,
+            replies=(
+                Reply.json(201, "A new Event", Event),
+                Reply.json(200, "Aggregated into the stored Event of the same name", Event),
+            ),
+            problems=_WRITE_PROBLEMS,
+            description=(
+                "An upsert: when an Event of the same name exists and records the same "
+                "occurrence (involvedObject, type, reason, message, reporting component and "
+                "instance), its count grows by this body's count and its lastTimestamp moves "
+                "forward; a different occurrence under that name is a 409. Absent timestamps "
+                "are the server's time."
+            ),
+        ),
+        RouteSpec(
+            "GET", base, list_events, "listEvents", "List or watch events", "events",
+            params=list_params,
+            replies=(
+                Reply(
+                    200,
+                    "The Events (or, with watch=true, a stream of watch events, one JSON "
+                    "object per line)",
+                    {"application/json": EventList, NDJSON: WatchEvent},
+                ),
+            ),
+            problems=(400, 404, 405, 410, 504),
+        ),
+        RouteSpec(
+            "GET", f"{base}/{{name}}", get_event, "getEvent", "Get an Event", "events",
+            params=(_NAME_EVENT,), replies=(Reply.json(200, "The Event", Event),),
+            problems=(400, 404, 405),
+        ),
+        RouteSpec(
+            "DELETE", f"{base}/{{name}}", delete_event, "deleteEvent", "Delete an Event",
+            "events", params=(_NAME_EVENT,), replies=(Reply(204, "Deleted"),),
+            problems=(400, 404, 405, 409),
+        ),
+    ]
+
+
+_NAME_EVENT = Param(
+    "name", "path", {"type": "string"}, "The event's name (a DNS subdomain).", True
+)
+
+
 def route_table() -> list[RouteSpec]:
     """Every route of the server (the router and the OpenAPI document are built from it)."""
     return [
@@ -447,6 +516,7 @@ def route_table() -> list[RouteSpec]:
         *_resource_routes(NODES, Node, NodeList),
         *_lease_routes(),
         *token_routes(),
+        *_event_routes(),
         RouteSpec(
             "POST",
             "/api/v1/nodes/{name}/heartbeat",
@@ -556,6 +626,9 @@ def create_app(
     agent_ssl = client_context(config.agent_ca)
     if agent_ssl is not None:
         app[AGENT_SSL] = agent_ssl
+    app[RECORDER] = EventRecorder(
+        InProcessClient(app[REGISTRIES]), "cara-server", platform.node()[:128]
+    )
     register(app, routes)
     add_ui_routes(app)
     app[OPENAPI_KEY] = build_openapi(routes)
@@ -567,7 +640,11 @@ def create_app(
         app[WATCHES].stop_all()
         log.info("server.shutting_down", open_watches=count)
 
+    async def close_recorder(app: web.Application) -> None:
+        await app[RECORDER].aclose()
+
     app.on_shutdown.append(end_watches)
+    app.on_cleanup.append(close_recorder)
     app.on_response_prepare.append(_lift_timeout)
     app.cleanup_ctx.extend(extra_startup)
     return app

@@ -24,6 +24,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from caravanserai.api.base import API_VERSION
 from caravanserai.api.binding import Binding, BindingResult
+from caravanserai.api.event import Event
 from caravanserai.api.lease import Lease
 from caravanserai.api.node import Heartbeat, Node
 from caravanserai.api.problems import Expired
@@ -34,12 +35,13 @@ from caravanserai.client.options import ListOptions, ObjectList
 from caravanserai.client.watch import WatchEvent
 from caravanserai.registry import Registries
 from caravanserai.registry.base import KindRegistry
+from caravanserai.registry.events import EventRegistry
 from caravanserai.registry.nodes import NodeRegistry
 from caravanserai.registry.projects import ProjectRegistry
 
 __all__ = ["InProcessClient"]
 
-T = TypeVar("T", bound=Project | Node)
+T = TypeVar("T", bound=Project | Node | Event)
 
 DEFAULT_BOOKMARK_INTERVAL = 15.0
 
@@ -197,6 +199,28 @@ class _Nodes(_Resource[Node]):
         await self._registry.heartbeat(name, heartbeat)
 
 
+class _Events(_Resource[Event]):
+    _registry: EventRegistry
+
+    def _model(self, obj: Event | Mapping[str, Any]) -> Event:
+        return obj if isinstance(obj, Event) else Event.model_validate(dict(obj))
+
+    async def record(self, event: Event) -> Event:
+        """Create the event or aggregate it (see ``EventRegistry.record``)."""
+        stored, _ = await self._registry.record(event)
+        return stored
+
+    async def create(self, obj: Event | Mapping[str, Any]) -> Event:
+        """The same as :meth:`record`."""
+        return await self.record(self._model(obj))
+
+    async def delete(
+        self, name: str, *, force: bool = False, resource_version: str | None = None
+    ) -> None:
+        """Remove the event (``resource_version``: only that version)."""
+        await self._registry.delete(name, resource_version=resource_version)
+
+
 class _Leases:
     def __init__(self, registries: Registries) -> None:
         self._registry = registries.leases
@@ -228,6 +252,7 @@ class InProcessClient:
         self._projects = _Projects(registries.projects, Project, "projects", bookmark_interval)
         self._nodes = _Nodes(registries.nodes, Node, "nodes", bookmark_interval)
         self._leases = _Leases(registries)
+        self._events = _Events(registries.events, Event, "events", bookmark_interval)
 
     @property
     def projects(self) -> _Projects:
@@ -244,12 +269,19 @@ class InProcessClient:
         """Leases."""
         return self._leases
 
+    @property
+    def events(self) -> _Events:
+        """Events."""
+        return self._events
+
     def resource(self, model: type[T]) -> _Resource[T]:
-        """The calls of ``Project`` or ``Node``."""
+        """The calls of ``Project``, ``Node`` or ``Event``."""
         if model is Project:
             return cast(_Resource[T], self._projects)
         if model is Node:
             return cast(_Resource[T], self._nodes)
+        if model is Event:
+            return cast(_Resource[T], self._events)
         raise TypeError(f"no API resource for {model!r}")
 
     async def close(self) -> None:

@@ -20,9 +20,10 @@ from caravanserai.api.selectors import Selector
 from caravanserai.api.validation import parse_resource
 from caravanserai.server.authn import acting_node
 from caravanserai.server.bodies import read_document, validate_body
+from caravanserai.server.dryrun import is_dry_run
 from caravanserai.server.httputil import bool_param, int_param, json_response, ordered
 from caravanserai.server.models import PhasePatch
-from caravanserai.server.state import CONFIG, METRICS, REGISTRIES
+from caravanserai.server.state import CONFIG, METRICS, RECORDER, REGISTRIES
 from caravanserai.server.watch_stream import serve_watch, watch_params
 
 MAX_LIMIT = 10_000
@@ -80,6 +81,10 @@ class ResourceHandlers:
         model = parse_resource(await self._document(request), kind=self.kind.kind)
         created = await _registry(request, self.kind).create(model)
         name = created.metadata.name
+        if self.kind is PROJECTS and not is_dry_run():
+            request.app[RECORDER].normal(
+                "Project", name, "Created", f"Created project {name}", uid=created.metadata.uid
+            )
         return _wire(created, 201, headers={"Location": f"/api/v1/{self.kind.plural}/{name}"})
 
     # GET /api/v1/{plural}/{name}
@@ -186,9 +191,16 @@ async def patch_project_status(request: web.Request) -> web.Response:
 async def delete_project(request: web.Request) -> web.Response:
     """``DELETE /api/v1/projects/{name}[?force=true]``: 204 when gone, 202 with the object
     when it is now Terminating (see ``ProjectRegistry.delete``)."""
-    outcome = await request.app[REGISTRIES].projects.delete(
-        request.match_info["name"], force=bool_param(request, "force")
-    )
+    name = request.match_info["name"]
+    force = bool_param(request, "force")
+    outcome = await request.app[REGISTRIES].projects.delete(name, force=force)
+    if not is_dry_run():
+        request.app[RECORDER].normal(
+            "Project", name, "Deleting",
+            f"Deleting project {name}"
+            + (" (forced)" if force else "")
+            + ("" if outcome.project is None else ": its node stops its containers first"),
+        )
     if outcome.project is None:
         return web.Response(status=204)
     return _wire(outcome.project, 202)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from caravanserai.informer.recorder import EventRecorder
 from caravanserai.registry import Registries
 from caravanserai.server.config import ServerConfig
 from caravanserai.server.metrics import Metrics
@@ -18,4 +19,6 @@ CONFIG = web.AppKey("config", ServerConfig)
 STORE = web.AppKey("store", Store)
 METRICS = web.AppKey("metrics", Metrics)
 REGISTRIES = web.AppKey("registries", Registries)
+# The server's own Events (a project Created, Deleting), written in the background.
+RECORDER = web.AppKey("recorder", EventRecorder)
 WATCHES: web.AppKey[WatchRegistry] = web.AppKey("watches")

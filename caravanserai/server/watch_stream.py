@@ -43,6 +43,7 @@ import orjson
 from aiohttp import web
 
 from caravanserai.api.base import API_VERSION
+from caravanserai.api.event import RecordKind
 from caravanserai.api.problems import BadRequest, Expired, Unavailable
 from caravanserai.api.resources import ResourceKind
 from caravanserai.api.selectors import Selector
@@ -153,7 +154,7 @@ def _line(type_: EventType | str, obj: Obj) -> bytes:
         return (dumps(data) + "\n").encode()
 
 
-def bookmark(kind: ResourceKind, revision: int) -> Obj:
+def bookmark(kind: ResourceKind | RecordKind, revision: int) -> Obj:
     return {
         "apiVersion": API_VERSION,
         "kind": kind.kind,
@@ -205,7 +206,10 @@ def watch_params(request: web.Request) -> WatchParams:
 
 
 async def serve_watch(
-    request: web.Request, kind: ResourceKind, selector: Selector, params: WatchParams
+    request: web.Request,
+    kind: ResourceKind | RecordKind,
+    selector: Selector,
+    params: WatchParams,
 ) -> web.StreamResponse:
     """Stream watch events until the timeout, an ERROR, the client leaving or shutdown."""
     app = request.app
@@ -241,7 +245,7 @@ async def serve_watch(
 
 async def _stream(
     request: web.Request,
-    kind: ResourceKind,
+    kind: ResourceKind | RecordKind,
     watch: Watch,
     initial: list[Obj],
     start: int,
@@ -427,7 +431,7 @@ def _done(
     registry: WatchRegistry,
     active: _ActiveWatch,
     gauge: Any,
-    kind: ResourceKind,
+    kind: ResourceKind | RecordKind,
     ended: str,
     sent: int,
     revision: int,

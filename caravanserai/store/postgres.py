@@ -271,6 +271,8 @@ def _pushdown(selector: Selector | None) -> tuple[list[str], list[Any]]:
         "status.state": "coalesce(state, '')",
         "status.nodeRef": "coalesce(node_ref, '')",
         "metadata.name": "name",
+        "involvedObject.kind": "coalesce(object #>> '{involvedObject,kind}', '')",
+        "involvedObject.name": "coalesce(object #>> '{involvedObject,name}', '')",
     }
     conds: list[str] = []
     params: list[Any] = []

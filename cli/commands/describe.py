@@ -6,11 +6,14 @@ from typing import Any
 
 import click
 
-from caravanserai.api import NotFound, ResourceKind
+from caravanserai.api import BadRequest, NotFound, ResourceKind
+from caravanserai.api.event import Event
+from caravanserai.api.problems import Forbidden
 from caravanserai.client.http import CaravanseraiClient, ListOptions
 from cli.context import get_state, global_options
 from cli.describe import describe_node, describe_project
 from cli.errors import PartialFailure, echo_error, not_found
+from cli.events import describe_events
 from cli.kinds import KIND, complete_names, resources_of
 
 
@@ -19,7 +22,8 @@ from cli.kinds import KIND, complete_names, resources_of
 @click.argument("names", nargs=-1, required=True, shell_complete=complete_names)
 @global_options
 def describe(resource: ResourceKind, names: tuple[str, ...]) -> None:
-    """Show the details of projects or nodes: spec, status, conditions, recent phases.
+    """Show the details of projects or nodes: spec, status, conditions, recent phases, and
+    the events about them (newest last).
 
     \b
     Examples:
@@ -48,12 +52,23 @@ async def _describe(client: CaravanseraiClient, kind: ResourceKind, names: tuple
         else:
             projects = (await client.projects.list_all(ListOptions.of(node_ref=name))).items
             text = describe_node(obj, projects=projects)
+        text += "\n" + "\n".join(describe_events(await _events(client, kind.kind, name)))
         if printed:
             click.echo()  # a blank line between reports, as kubectl
         click.echo(text)
         printed += 1
     if missing:
         raise PartialFailure()
+
+
+async def _events(client: CaravanseraiClient, kind: str, name: str) -> list[Event]:
+    """The events about the object (its ``Events:`` section); none when the server has no
+    events route or will not show them, so describe still works against it."""
+    selector = f"involvedObject.kind={kind},involvedObject.name={name}"
+    try:
+        return (await client.events.list_all(ListOptions.of(field_selector=selector))).items
+    except (NotFound, Forbidden, BadRequest):
+        return []
 
 
 async def _ingress_domain(client: CaravanseraiClient, project: Any) -> str | None:

@@ -4,19 +4,30 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import click
 
 from caravanserai.api import NotFound, ResourceKind
+from caravanserai.api.event import Event, RecordKind
 from caravanserai.api.project import ProjectPhase
 from caravanserai.client.http import CaravanseraiClient, ListOptions, ObjectList
-from caravanserai.informer.cache import index_by_node_ref
+from caravanserai.informer.cache import DeltaType, index_by_node_ref
 from cli.context import State, get_state, global_options
 from cli.errors import PartialFailure, echo_error, not_found
-from cli.kinds import KIND, complete_names, resources_of
+from cli.events import EVENT_HEADERS, event_row, events_table, parse_for, sort_events
+from cli.formatting import Table
+from cli.kinds import GET_KIND, complete_names, resources_of
 from cli.options import SuggestingChoice
-from cli.printers import OutputFormat, ResourcePrinter, list_document, wire
+from cli.printers import (
+    OutputFormat,
+    ResourcePrinter,
+    dump_json,
+    dump_yaml,
+    list_document,
+    wire,
+)
 from cli.watching import EVENT_NAMES, name_options, reflect
 
 # Every phase a project can be seen in (a Terminated one is removed a moment later, but a
@@ -28,8 +39,10 @@ def _plural(kind: ResourceKind) -> str:
     return kind.plural
 
 
-@click.command("get", short_help="List projects or nodes (table, wide, json, yaml, name).")
-@click.argument("resource", type=KIND)
+@click.command(
+    "get", short_help="List projects, nodes or events (table, wide, json, yaml, name)."
+)
+@click.argument("resource", type=GET_KIND)
 @click.argument("names", nargs=-1, shell_complete=complete_names)
 @click.option(
     "--phase", multiple=True, type=SuggestingChoice(SELECTABLE_PHASES, case_sensitive=False),
@@ -46,9 +59,11 @@ def _plural(kind: ResourceKind) -> str:
               help="With --watch: add an EVENT column (ADDED, MODIFIED, DELETED).")
 @click.option("--sort-by", metavar="PATH",
               help="Sort the list by a JSONPath field, e.g. .metadata.creationTimestamp.")
+@click.option("--for", "for_", metavar="KIND/NAME",
+              help="Events only: those about this object, e.g. project/web or node/node-01.")
 @global_options
 def get(
-    resource: ResourceKind,
+    resource: ResourceKind | RecordKind,
     names: tuple[str, ...],
     phase: tuple[str, ...],
     selector: str | None,
@@ -56,8 +71,9 @@ def get(
     watch: bool,
     output_watch_events: bool,
     sort_by: str | None,
+    for_: str | None,
 ) -> None:
-    """Show projects or nodes as a table (or -o wide|json|yaml|name).
+    """Show projects, nodes or events as a table (or -o wide|json|yaml|name).
 
     \b
     Examples:
@@ -71,8 +87,31 @@ def get(
       caractrl get projects -o jsonpath='{.items[*].metadata.name}'
       caractrl get projects -o custom-columns=NAME:.metadata.name,NODE:.status.nodeRef
       caractrl get projects --sort-by=.metadata.creationTimestamp
+      caractrl get events
+      caractrl get events --for project/my-project -w
+      caractrl get events --field-selector involvedObject.name=my-project
     """
     state = get_state()
+    if isinstance(resource, RecordKind):
+        if phase or names or output_watch_events or sort_by:
+            raise click.UsageError(
+                "get events takes --for, --selector, --field-selector and --watch only"
+            )
+        if state.output not in (OutputFormat.TABLE, OutputFormat.WIDE, OutputFormat.JSON,
+                                OutputFormat.YAML):
+            raise click.UsageError("get events prints a table, -o json or -o yaml")
+        terms = [field_selector] if field_selector else []
+        if for_:
+            kind, name = parse_for(for_)
+            terms += [f"involvedObject.kind={kind}", f"involvedObject.name={name}"]
+        options = ListOptions.of(label_selector=selector, field_selector=",".join(terms))
+        if watch:
+            state.run_until_interrupted(lambda c: _watch_events(c, options))
+        else:
+            state.run(lambda c: _list_events(c, state, options))
+        return
+    if for_:
+        raise click.UsageError("--for applies only to events")
     if phase and resource.kind != "Project":
         raise click.UsageError("--phase applies only to projects")
     if names and (phase or selector or field_selector):
@@ -264,6 +303,39 @@ async def _node_project_index(
         client.projects, ListOptions(), seed, indexers={"node": index_by_node_ref}, deltas=False
     ) as (cache, _):
         yield lambda: {n: len(cache.index_keys("node", n)) for n in cache.index_values("node")}
+
+
+async def _list_events(client: CaravanseraiClient, state: State, options: ListOptions) -> None:
+    result = await client.events.list_all(options)
+    if state.output in (OutputFormat.JSON, OutputFormat.YAML):
+        doc = list_document(
+            "Event", [e.to_wire() for e in sort_events(result.items)], result.resource_version
+        )
+        click.echo(dump_json(doc) if state.output is OutputFormat.JSON else dump_yaml(doc))
+        return
+    if not result.items:
+        click.echo("No events found.", err=True)
+        return
+    for line in events_table(result.items):
+        click.echo(line)
+
+
+async def _watch_events(client: CaravanseraiClient, options: ListOptions) -> None:
+    """The current events, then a row for every new occurrence (a new event or a count
+    bump), as ``kubectl get events -w``; expiries print nothing."""
+    seed: ObjectList[Event] = await client.events.list_all(options)
+    table = Table(EVENT_HEADERS)
+    now = datetime.now(UTC)
+    rows = [event_row(e, now) for e in sort_events(seed.items)]
+    for line in table.render(rows):
+        click.echo(line)
+    async with reflect(client.events, options, seed) as (_, queue):
+        while True:
+            for delta in await queue.get():
+                if delta.type in (DeltaType.ADDED, DeltaType.UPDATED):
+                    row = event_row(delta.new, datetime.now(UTC))
+                    for line in table.render([row], header=False):
+                        click.echo(line)
 
 
 __all__ = ["SELECTABLE_PHASES", "get"]

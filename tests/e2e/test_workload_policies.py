@@ -38,6 +38,36 @@ FOREVER = "trap 'exit 0' TERM; sleep 2147483647 & wait"
 HEALTH = {"test": ["CMD-SHELL", "test -f /tmp/ok"], "interval": "300ms", "retries": 1000}
 
 
+async def describe(cara_server: str, kind: str, name: str) -> str:
+    """``caractrl describe KIND NAME`` as a user runs it."""
+    proc = await asyncio.create_subprocess_exec(
+        str(BIN / "caractrl"), "--server", cara_server, "describe", kind, name,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
+
+
+def events_section(text: str) -> list[list[str]]:
+    """The rows of describe's ``Events:`` table, as (Type, Reason, ...) word lists."""
+    lines = text.split("\nEvents:", 1)[1].splitlines()
+    return [line.split() for line in lines[3:] if line.strip()]
+
+
+async def wait_for_events(
+    cara_server: str, kind: str, name: str, *wanted: tuple[str, str]
+) -> list[list[str]]:
+    """Describe until its Events section shows each (type, reason) of ``wanted``."""
+
+    async def shown() -> list[list[str]] | None:
+        rows = events_section(await describe(cara_server, kind, name))
+        seen = {(row[0], row[1]) for row in rows}
+        return rows if set(wanted) <= seen else None
+
+    return await wait_until(shown, within=30, what=f"events {wanted} in describe {name}")
+
+
 async def _ready_agent(agents: Agents, api: CaravanseraiClient, **env: str) -> AgentHandle:
     handle = await agents.start(**env)
 
@@ -49,7 +79,7 @@ async def _ready_agent(agents: Agents, api: CaravanseraiClient, **env: str) -> A
 
 
 async def test_crashing_service_restarts_with_growing_backoff(
-    api: CaravanseraiClient, agents: Agents, docker: aiodocker.Docker
+    api: CaravanseraiClient, agents: Agents, docker: aiodocker.Docker, cara_server: str
 ) -> None:
     # A short base delay (1s → 2s → 4s ...) so the growth is seen without minutes of waiting.
     agent = await _ready_agent(agents, api, AGENT_RESTART_BACKOFF="1s")
@@ -77,6 +107,22 @@ async def test_crashing_service_restarts_with_growing_backoff(
     assert (project.status.services[0].restart_count or 0) >= 2
     # One container restarted in place (same id), not recreated.
     assert len(await containers_of(docker, name)) == 1
+    # What happened, as describe tells it: created, started, then backoffs, aggregated
+    # into one line whose count grows ("(xN over T)"). (``apply`` binds the project itself:
+    # the scheduler's events are the placement test's.)
+    await wait_for_events(
+        cara_server, "project", name,
+        ("Normal", "Created"), ("Normal", "Started"), ("Warning", "BackOff"),
+    )
+
+    async def aggregated() -> list[str] | None:
+        rows = events_section(await describe(cara_server, "project", name))
+        backoffs = [row for row in rows if row[1] == "BackOff"]
+        assert len(backoffs) == 1, rows  # one line, however often it happened
+        return backoffs[0] if backoffs[0][3].startswith("(x") else None
+
+    backoff = await wait_until(aggregated, within=30, what="BackOff counted (xN over T)")
+    assert "over" in backoff and "cara-agent" in backoff
     await api.projects.delete(name)
     await wait_gone(api, docker, name)
 
@@ -107,7 +153,7 @@ async def _exec(docker: aiodocker.Docker, container: str, *cmd: str) -> None:
 
 
 async def test_health_gates_start_order_and_traffic(
-    api: CaravanseraiClient, agent: AgentHandle, docker: aiodocker.Docker
+    api: CaravanseraiClient, agent: AgentHandle, docker: aiodocker.Docker, cara_server: str
 ) -> None:
     name = unique("health")
     await apply(api, agent.node, manifest(
@@ -177,8 +223,23 @@ async def test_health_gates_start_order_and_traffic(
     await wait_gone(api, docker, name)
 
 
+async def test_a_failing_healthcheck_is_an_unhealthy_event(
+    api: CaravanseraiClient, agent: AgentHandle, docker: aiodocker.Docker, cara_server: str
+) -> None:
+    name = unique("unhealthy")
+    await apply(api, agent.node, manifest(name, [
+        {"name": "app", "image": BUSYBOX, "command": ["sh", "-c", FOREVER],
+         "healthcheck": {"test": ["CMD-SHELL", "exit 1"], "interval": "300ms", "retries": 1}},
+    ]))
+    rows = await wait_for_events(cara_server, "project", name, ("Warning", "Unhealthy"))
+    unhealthy = next(row for row in rows if row[1] == "Unhealthy")
+    assert " ".join(unhealthy).endswith(f"Health check of container {name}-app failed")
+    await api.projects.delete(name)
+    await wait_gone(api, docker, name)
+
+
 async def test_requests_steer_placement_and_wait_for_room(
-    api: CaravanseraiClient, agents: Agents, docker: aiodocker.Docker
+    api: CaravanseraiClient, agents: Agents, docker: aiodocker.Docker, cara_server: str
 ) -> None:
     """Three projects of 1Gi go to the node with room; a fourth is Unschedulable until a
     node with room joins (the scheduler runs in the server)."""
@@ -209,11 +270,21 @@ async def test_requests_steer_placement_and_wait_for_room(
     assert str(p.status.phase) == "Pending"
     assert condition(p, "Scheduled").message == "0/2 nodes fit: 2 insufficient memory"
     assert small.node != big.node
+    rows = await wait_for_events(
+        cara_server, "project", names[3], ("Warning", "FailedScheduling")
+    )
+    assert any(
+        " ".join(row).endswith("scheduler 0/2 nodes fit: 2 insufficient memory")
+        for row in rows if row[1] == "FailedScheduling"
+    ), rows
 
     joined = await _ready_agent(agents, api, AGENT_SYSTEM_RESERVED=reserve_all_but(2 * gib))
     p = await wait_phase(api, names[3], "Scheduled", "Running")
     assert p.status.node_ref == joined.node
     assert condition(p, "Scheduled") is None  # the why is gone once it is placed
+    rows = await wait_for_events(cara_server, "project", names[3], ("Normal", "Scheduled"))
+    scheduled = next(row for row in rows if row[1] == "Scheduled")
+    assert " ".join(scheduled).endswith(f"Successfully assigned {names[3]} to {joined.node}")
     for name in names:
         await api.projects.delete(name)
     for name in names:

@@ -8,6 +8,7 @@ policy of issue 11 (view / edit / admin, join tokens, the node authorizer), not 
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime
 from typing import Any
 
 import auth_support
@@ -15,6 +16,7 @@ import pytest
 from auth_support import Secured
 from server_support import manifest, node_manifest
 
+from caravanserai.api.event import new_event
 from caravanserai.server.access import ROUTE_ACCESS, Access
 from caravanserai.server.app import route_table
 from caravanserai.server.routing import RouteSpec
@@ -23,10 +25,10 @@ secured = pytest.fixture(auth_support.serve_secured, name="secured")
 
 ROUTES = route_table()
 # The policy of issue 11 as (resource, verb) sets; a new route's resource goes here too.
-READ = {(r, v) for r in ("projects", "nodes", "leases") for v in ("get", "list", "watch")}
+READ = {(r, v) for r in ("projects", "nodes", "leases", "events") for v in ("get", "list", "watch")}
 VIEW = READ | {("projects/logs", "get"), ("metrics", "get"), ("whoami", "get")}
 EDIT = VIEW | {("projects", v) for v in ("create", "update", "patch", "delete")} | {
-    ("projects/portforward", "create"), ("projects/exec", "create"),
+    ("projects/portforward", "create"), ("projects/exec", "create"), ("events", "create"),
 }
 USER_RULES: dict[str, set[tuple[str, str]] | None] = {
     "view": VIEW,
@@ -39,6 +41,7 @@ NODE_OWN = {
     ("nodes", "get"), ("nodes", "create"), ("nodes", "update"), ("nodes/heartbeat", "create"),
     ("projects", "list"), ("projects", "watch"), ("projects", "get"),
     ("projects/status", "update"), ("projects/status", "patch"), ("whoami", "get"),
+    ("events", "create"),
 }
 NODE_ANY = {("whoami", "get")}
 PUBLIC = ["healthz", "openapi", "readyz", "version"]
@@ -92,7 +95,8 @@ async def request_for(
         # Users delete something that does not exist (404 when allowed); nodes aim at real
         # objects (a node may never delete, so nothing happens).
         name = name if is_node else {"projects": "no-such-project", "nodes": "no-such-node",
-                                     "tokens": "no-such-token", "leases": "no-such-lease"}[
+                                     "tokens": "no-such-token", "leases": "no-such-lease",
+                                     "events": "no-such-event"}[
                                          route.tag]
     if access.resource == "nodes/join":
         name = f"joiner{n}"
@@ -111,6 +115,10 @@ async def request_for(
     elif route.method == "POST" and route.path == "/api/v1/leases":
         body = {"apiVersion": "caravanserai/v1", "kind": "Lease",
                 "metadata": {"name": f"lease{n}"}, "spec": {}}
+    elif route.method == "POST" and route.path == "/api/v1/events":
+        # About the target's project: a node's own (allowed) or another node's (403).
+        body = new_event("Project", project, "Matrix", f"request {n}", component="matrix",
+                         now=datetime.now(UTC)).to_wire()
     elif route.method == "POST" and route.path == "/api/v1/bindings":
         body = {"items": []}
     elif access.resource == "nodes/heartbeat":

@@ -8,6 +8,8 @@ rejected with a 4xx. A few objects exist beforehand so lists return real items.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import requests
 import schemathesis
@@ -32,8 +34,21 @@ from server_support import (
 from caravanserai.server.app import route_table
 
 MAX_EXAMPLES = 6
+
+
+def not_a_server_error_but_a_future_revision(
+    ctx: Any, response: Any, case: schemathesis.Case
+) -> bool | None:
+    """``not_a_server_error``, except the documented 504 of a watch from a revision this
+    server has not reached (Kubernetes' "too large resource version", with Retry-After):
+    generated resourceVersions are mostly far in the future, for every list route."""
+    if response.status_code == 504 and "too-large-resource-version" in response.text:
+        return None
+    return not_a_server_error(ctx, response, case)
+
+
 CHECKS = [
-    not_a_server_error,
+    not_a_server_error_but_a_future_revision,
     status_code_conformance,
     content_type_conformance,
     response_schema_conformance,

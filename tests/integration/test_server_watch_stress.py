@@ -31,6 +31,7 @@ from test_store_stress import raw_rollback
 from test_store_support import kill_listeners
 
 from caravanserai.server.app import create_app
+from caravanserai.server.state import RECORDER
 from caravanserai.store.postgres import PostgresStore
 
 StoreFactory = Callable[..., Awaitable[PostgresStore]]
@@ -58,7 +59,12 @@ async def replicas(store_factory: StoreFactory, database_url: str) -> AsyncItera
     try:
         for name in ("a", "b"):
             store = await store_factory(pool_max=12)
-            server = TestServer(create_app(make_config(database_url), store), host="127.0.0.1")
+            app = create_app(make_config(database_url), store)
+            # This test proves that project writes reach watchers densely; the server's own
+            # Events (a project Created, Deleting), written in the background, would take
+            # revisions in between. Closed, its recorder drops them.
+            await app[RECORDER].aclose()
+            server = TestServer(app, host="127.0.0.1")
             await server.start_server()
             out.append(Replica(name, store, server, str(server.make_url("")).rstrip("/")))
         yield out

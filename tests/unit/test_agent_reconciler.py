@@ -69,6 +69,9 @@ class FakeDocker:
         if self.volumes.pop(name, None) is not None:
             self.actions.append(f"volume- {name}")
 
+    async def image_present(self, image: str) -> bool:
+        return image in self.images
+
     async def ensure_image(self, image: str) -> bool:
         if image in self.images:
             return False

@@ -304,7 +304,7 @@ def test_usage_errors_are_one_line(fake: FakeClient, env: dict[str, str]) -> Non
     r = run(fake, env, "get", "pods")
     assert (r.exit_code, r.stdout) == (2, "")
     assert r.stderr == (
-        "Error: unknown resource type 'pods' (use projects or nodes) "
+        "Error: unknown resource type 'pods' (use projects, nodes or events) "
         "(see 'caractrl get --help')\n"
     )
     r = run(fake, env, "gett", "projects")

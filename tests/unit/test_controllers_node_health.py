@@ -167,3 +167,32 @@ async def test_the_timer_fires_exactly_at_heartbeat_plus_timeout() -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_state_change_is_reported_as_an_event() -> None:
+    from caravanserai.api.event import Event
+    from caravanserai.informer.recorder import EventRecorder
+
+    class Sink:
+        def __init__(self) -> None:
+            self.written: list[Event] = []
+
+        async def record(self, event: Event) -> Event:
+            self.written.append(event)
+            return event
+
+    clock = FakeClock()
+    client = FakeClient()
+    client.events = Sink()
+    recorder = EventRecorder(client, "node-health", clock=clock)  # type: ignore[arg-type]
+    stale = node("a", heartbeat=clock.now() - timedelta(seconds=100))
+    reconciler = NodeHealth(  # type: ignore[arg-type]
+        client, informer_of(Node, stale), clock, TIMEOUT, NullLog(), recorder
+    )
+    await reconciler.reconcile("a")
+    assert await recorder.flush(timeout=None)
+    [event] = client.events.written
+    assert (event.type.value, event.reason, event.involved_object.kind) == (
+        "Warning", "NodeNotReady", "Node"
+    )
+    assert event.message == "Node a status is now: NotReady (no heartbeat for 1m30s)"

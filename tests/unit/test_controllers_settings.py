@@ -19,7 +19,7 @@ from controllers.settings import (
     parse_duration,
 )
 
-BUILT_IN = ["gc", "node-health", "rescheduler", "scheduler", "termination"]
+BUILT_IN = ["event-ttl", "gc", "node-health", "rescheduler", "scheduler", "termination"]
 
 
 @pytest.mark.parametrize(

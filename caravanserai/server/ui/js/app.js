@@ -245,7 +245,7 @@ function projectPage(name) {
   const offs = [projects.subscribe(render)];
   capabilities().then((caps) => {
     if (!caps.events || events === false) return;
-    events = new Informer("events", { fieldSelector: `involvedObject.name=${name}` });
+    events = new Informer("events", { fieldSelector: `involvedObject.kind=Project,involvedObject.name=${name}` });
     offs.push(events.subscribe(render));
     events.start();
   });
