@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 import caravanserai
+from caravanserai.api.base import API_VERSION
 from caravanserai.api.jsonschema import constrain
 from caravanserai.api.problems import PROBLEM_CONTENT_TYPE, Problem
 from caravanserai.api.validation import NO_NUL_PATTERN
@@ -159,7 +160,8 @@ def _add_derived(schemas: dict[str, Any]) -> None:
         replace = copy.deepcopy(base)
         replace["title"] = f"{kind}Replace"
         replace["required"] = [r for r in base.get("required", []) if r != "metadata"]
-        replace["properties"]["metadata"] = _ref("ObjectMetaReplace")
+        # Left out or null alike: the name comes from the URL.
+        replace["properties"]["metadata"] = _nullable(_ref("ObjectMetaReplace"))
         schemas[f"{kind}Replace"] = replace
         spec_ref = base["properties"].get("spec", {}).get("$ref", "")
         spec_name = spec_ref.rpartition("/")[2]
@@ -180,7 +182,7 @@ def _add_derived(schemas: dict[str, Any]) -> None:
             "title": f"{kind}MergePatch",
             "type": "object",
             "properties": {
-                "apiVersion": {"description": "Ignored."},
+                "apiVersion": {"anyOf": [{"const": API_VERSION}, {"type": "null"}]},
                 "kind": {"anyOf": [{"const": kind}, {"type": "null"}]},
                 "metadata": _nullable(_ref("ObjectMetaPatch")),
                 "spec": spec_schema if "spec" in base.get("required", []) else _nullable(
