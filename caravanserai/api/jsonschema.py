@@ -21,10 +21,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from caravanserai.api import service_rules as rules
 from caravanserai.api import validation as v
 from caravanserai.api.event import Event
 from caravanserai.api.node import Node
 from caravanserai.api.project import Project
+from caravanserai.api.quantities import CPUS_PATTERN, DURATION_PATTERN, MEMORY_PATTERN
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -122,6 +124,10 @@ _FIELD_DESCRIPTIONS: dict[tuple[str, str], str] = {
 _PORT = {"minimum": v.PORT_MIN, "maximum": v.PORT_MAX}
 _DNS_LABEL = {"minLength": 1, "maxLength": v.DNS_LABEL_MAX, "pattern": f"^{v.DNS_LABEL_PATTERN}$"}
 _ARG = {"type": "string", "maxLength": v.MAX_ARG_LENGTH, "pattern": f"^{v.NO_NUL_PATTERN}$"}
+_DURATION = {
+    "pattern": f"^{DURATION_PATTERN}$",
+    "description": 'A duration such as "10s", "1m30s" or "500ms", at most 24h.',
+}
 
 # Constraints added to a property (to its non-null branch when it is nullable).
 _CONSTRAINTS: dict[tuple[str, str], dict[str, Any]] = {
@@ -173,6 +179,63 @@ _CONSTRAINTS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("NodeNetwork", "agentPort"): _PORT,
     ("NodeNetwork", "proxyPort"): _PORT,
+    # A bare IP address (``parse_node_ip``); the description names the kinds refused too.
+    ("NodeNetwork", "ip"): {
+        "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}],
+        "description": (
+            "The agent's IPv4 or IPv6 address; not unspecified, multicast or link-local."
+        ),
+    },
+    ("HealthCheck", "test"): {
+        "minItems": 1,
+        # ["NONE"] disables the image's check; CMD and CMD-SHELL need a command after them.
+        "anyOf": [
+            {"prefixItems": [{"const": "NONE"}]},
+            {"prefixItems": [{"enum": ["CMD", "CMD-SHELL"]}], "minItems": 2},
+        ],
+    },
+    ("HealthCheck", "interval"): _DURATION,
+    ("HealthCheck", "timeout"): _DURATION,
+    ("HealthCheck", "startPeriod"): _DURATION,
+    ("HealthCheck", "retries"): {"minimum": 0, "maximum": rules.MAX_PIDS},
+    ("ResourceLimits", "pids"): {"minimum": 1, "maximum": rules.MAX_PIDS},
+    ("Condition", "type"): {"minLength": 1},
+}
+
+# Constraints per JSON type of a union property (``float | str``: a number or a quantity).
+# The bounds of a quantity written as a string (at most 4096 CPUs, 1Pi of memory, a memory
+# limit of at least 6Mi, durations between 1ms and 24h) cannot be said in a pattern; the
+# descriptions state them and validation reports them (422).
+_QUANTITY_CPUS = {"type": "string", "pattern": f"^{CPUS_PATTERN}$"}
+_QUANTITY_MEMORY = {"type": "string", "pattern": f"^{MEMORY_PATTERN}$"}
+_BY_TYPE: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
+    ("ResourceLimits", "cpus"): {
+        "number": {"exclusiveMinimum": 0, "maximum": rules.MAX_CPUS},
+        "string": _QUANTITY_CPUS,
+    },
+    ("ResourceRequests", "cpus"): {
+        "number": {"minimum": 0, "maximum": rules.MAX_CPUS},
+        "string": _QUANTITY_CPUS,
+    },
+    ("ResourceLimits", "memory"): {
+        "integer": {"minimum": rules.MIN_MEMORY_LIMIT, "maximum": rules.MAX_MEMORY},
+        "string": _QUANTITY_MEMORY,
+    },
+    ("ResourceRequests", "memory"): {
+        "integer": {"minimum": 0, "maximum": rules.MAX_MEMORY},
+        "string": _QUANTITY_MEMORY,
+    },
+}
+
+# Rules between the fields of one object, as JSON Schema applicators on the object.
+_MODEL_CONSTRAINTS: dict[str, dict[str, Any]] = {
+    # PATCH /projects/{name}/status: nodeRef only with phase Scheduled (422 otherwise).
+    "PhasePatch": {
+        "anyOf": [
+            {"properties": {"phase": {"const": "Scheduled"}}},
+            {"properties": {"nodeRef": {"type": "null"}}},
+        ],
+    },
 }
 
 # Fields a manifest must state although the model has a default for them.
@@ -248,6 +311,11 @@ def _post_process(name: str, schema: dict[str, Any]) -> None:
             prop["description"] = _FIELD_DESCRIPTIONS[(name, prop_name)]
         if (name, prop_name) in _CONSTRAINTS:
             _non_null(prop).update(copy.deepcopy(_CONSTRAINTS[(name, prop_name)]))
+        for json_type, extra in _BY_TYPE.get((name, prop_name), {}).items():
+            for branch in prop.get("anyOf", [prop]):
+                if branch.get("type") == json_type:
+                    branch.update(copy.deepcopy(extra))
+    schema.update(copy.deepcopy(_MODEL_CONSTRAINTS.get(name, {})))
     _no_nul(schema)
     required = set(schema.get("required", [])) | set(_REQUIRED.get(name, []))
     if required:
@@ -267,6 +335,12 @@ def _no_nul(node: Any) -> None:
             and not {"pattern", "enum", "const", "format"} & node.keys()
         ):
             node["pattern"] = f"^{v.NO_NUL_PATTERN}$"
+        if (
+            node.get("type") == "object"
+            and isinstance(node.get("additionalProperties"), dict)
+            and "propertyNames" not in node
+        ):
+            node["propertyNames"] = {"pattern": f"^{v.NO_NUL_PATTERN}$"}  # map keys too
         for key, child in node.items():
             if key != "properties":
                 _no_nul(child)

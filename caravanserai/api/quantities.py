@@ -22,8 +22,16 @@ _MEMORY_UNITS: dict[str, int] = {
     "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4,
     "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4,
 }
-_QUANTITY_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*([A-Za-z]*)\s*$")
+# Blanks are spaces and tabs only, so that the patterns below (published in the JSON Schemas
+# and the OpenAPI document, where ECMAScript's ``\s`` differs from Python's) say exactly
+# what the parsers take.
+_QUANTITY_RE = re.compile(r"^[ \t]*([0-9]+(?:\.[0-9]+)?|\.[0-9]+)[ \t]*([A-Za-z]*)[ \t]*$")
 _DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|ms|s|m|h)")
+_NUMBER = r"(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)"
+# Every unit _MEMORY_UNITS knows, in any letter case (the parser falls back to lower case).
+MEMORY_PATTERN = rf"[ \t]*{_NUMBER}[ \t]*(?:[bB]|[kKmMgGtT](?:[bB]|[iI])?)?[ \t]*"
+CPUS_PATTERN = rf"[ \t]*{_NUMBER}[ \t]*m?[ \t]*"
+DURATION_PATTERN = r"(?:[0-9]+(?:\.[0-9]+)?(?:ns|us|µs|ms|s|m|h))+"
 _DURATION_UNITS = {
     "ns": Decimal("1e-9"), "us": Decimal("1e-6"), "µs": Decimal("1e-6"),
     "ms": Decimal("0.001"), "s": Decimal(1), "m": Decimal(60), "h": Decimal(3600),

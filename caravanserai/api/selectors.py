@@ -30,7 +30,30 @@ _SET_RE = re.compile(rf"^\s*(?P<key>{_KEY})\s+(?P<op>in|notin)\s*\((?P<values>[^
 _CMP_RE = re.compile(rf"^\s*(?P<key>{_KEY})\s*(?P<op>==|=|!=)\s*(?P<value>[^,]*?)\s*$")
 _EXISTS_RE = re.compile(rf"^\s*(?P<neg>!?)\s*(?P<key>{_KEY})\s*$")
 # A label value: empty, or ≤63 alphanumerics, '-', '_', '.', alphanumeric at both ends.
-_LABEL_VALUE_RE = re.compile(r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
+_VALUE = r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)"
+_LABEL_VALUE_RE = re.compile(rf"{_VALUE}?")
+
+# The whole grammar as one regular expression, published as the ``pattern`` of the
+# ``labelSelector`` / ``fieldSelector`` query parameters (OpenAPI) and enforced on top of
+# the term parser below, so that the document and the server accept the same strings.
+# Blanks are spaces and tabs only (the parser's ``\s`` would also take Unicode spaces that
+# an ECMAScript pattern does not); empty terms between commas are allowed, as the parser
+# skips them.
+_B = r"[ \t]*"
+_LABEL_TERM = (
+    f"{_B}(?:!?{_B}{_KEY}"
+    f"|{_KEY}{_B}(?:==|=|!=){_B}{_VALUE}?"
+    f"|{_KEY}[ \\t]+(?:in|notin){_B}\\((?:{_B},)*{_B}{_VALUE}{_B}(?:,{_B}(?:{_VALUE}{_B})?)*\\))"
+    f"{_B}"
+)
+_FIELD_TERM = (
+    f"{_B}(?:{'|'.join(re.escape(k) for k in FIELD_PATHS)}){_B}(?:==|=|!=)"
+    "[^,()\\u0000]*"
+)
+LABEL_SELECTOR_PATTERN = f"(?:{_LABEL_TERM}|{_B})(?:,(?:{_LABEL_TERM}|{_B}))*"
+FIELD_SELECTOR_PATTERN = f"(?:{_FIELD_TERM}|{_B})(?:,(?:{_FIELD_TERM}|{_B}))*"
+_LABEL_SELECTOR_RE = re.compile(LABEL_SELECTOR_PATTERN)
+_FIELD_SELECTOR_RE = re.compile(FIELD_SELECTOR_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -79,7 +102,10 @@ def _label_values(term: str, values: frozenset[str]) -> frozenset[str]:
 
 def parse_label_selector(text: str | None) -> list[Requirement]:
     """Parse a label selector; raise BadRequest naming the bad term."""
-    if not text or not text.strip():
+    if not text:
+        return []
+    if not text.strip():
+        _check_whole(_LABEL_SELECTOR_RE, text, "label")
         return []
     reqs = []
     for term in _split_top_level(text):
@@ -95,12 +121,16 @@ def parse_label_selector(text: str | None) -> list[Requirement]:
             reqs.append(Requirement(m["key"], "!exists" if m["neg"] else "exists"))
         else:
             raise BadRequest(f"invalid label selector term {term.strip()!r}")
+    _check_whole(_LABEL_SELECTOR_RE, text, "label")
     return reqs
 
 
 def parse_field_selector(text: str | None) -> list[Requirement]:
     """Parse a field selector over the supported fields; raise BadRequest otherwise."""
-    if not text or not text.strip():
+    if not text:
+        return []
+    if not text.strip():
+        _check_whole(_FIELD_SELECTOR_RE, text, "field")
         return []
     reqs = []
     for term in _split_top_level(text):
@@ -112,7 +142,18 @@ def parse_field_selector(text: str | None) -> list[Requirement]:
             raise BadRequest(f"field selector {m['key']!r} is not supported (use {supported})")
         op = "!=" if m["op"] == "!=" else "="
         reqs.append(Requirement(m["key"], op, frozenset({m["value"]})))
+    _check_whole(_FIELD_SELECTOR_RE, text, "field")
     return reqs
+
+
+def _check_whole(pattern: re.Pattern[str], text: str, what: str) -> None:
+    """The published pattern on top of the term parser: blanks are spaces and tabs only, and
+    a field value holds no ',', '(' or ')' (the document and the server agree)."""
+    if not pattern.fullmatch(text):
+        raise BadRequest(
+            f"invalid {what} selector {text!r}: blanks are spaces or tabs, values hold no "
+            "',', '(' or ')'"
+        )
 
 
 def field_value(obj: Mapping[str, Any], key: str) -> str:

@@ -17,6 +17,7 @@ _HEALTH_TEST_KINDS = ("CMD", "CMD-SHELL", "NONE")
 MAX_CPUS = 4096
 MAX_MEMORY = 1 << 50  # 1 PiB
 MAX_PIDS = (1 << 31) - 1
+MIN_MEMORY_LIMIT = 6 * 1024 * 1024  # Docker refuses a smaller memory limit
 MAX_HEALTH_DURATION = 24 * 3600
 
 
@@ -78,7 +79,7 @@ def check_service_extras(service: Mapping[str, Any], path: str) -> list[tuple[st
                 try:
                     size = parse_memory(memory)
                     # Docker refuses less than 6 MiB for a memory limit.
-                    if part == "limits" and size < 6 * 1024 * 1024:
+                    if part == "limits" and size < MIN_MEMORY_LIMIT:
                         errs.append((f"{where}.memory", "must be at least 6Mi (Docker's minimum)"))
                     elif size > MAX_MEMORY:
                         errs.append((f"{where}.memory", "must be at most 1Pi"))

@@ -359,6 +359,11 @@ def parse_resource(data: Any, *, kind: str | None = None) -> Project | Node:
     return model
 
 
+def validate_metadata(meta: ObjectMeta) -> list[FieldError]:
+    """The rules of ``metadata`` (name, labels, annotations) every kind shares."""
+    return _dedupe(_check_metadata(meta.model_dump(mode="json", by_alias=True)))
+
+
 def validate_project(project: Project) -> list[FieldError]:
     """Semantic rules of a Project (the model already checked types)."""
     wire = project.to_wire()
@@ -648,8 +653,18 @@ def _check_length(errs: _Errors, value: Any, field: str, limit: int) -> None:
         errs.add(field, msg_too_long(limit))
 
 
+def _check_conditions(errs: _Errors, obj: Mapping[str, Any]) -> None:
+    """A condition is looked up by its type: an empty one could never be found."""
+    status = obj.get("status")
+    if isinstance(status, Mapping):
+        for path, condition in _items(status.get("conditions"), "status.conditions"):
+            if condition.get("type") == "":
+                errs.add(f"{path}.type", MSG_EMPTY)
+
+
 def _check_project(obj: Mapping[str, Any]) -> _Errors:
     errs = _check_metadata(obj.get("metadata"))
+    _check_conditions(errs, obj)
     spec = obj.get("spec")
     if not isinstance(spec, Mapping):
         return errs
@@ -793,6 +808,7 @@ def _check_ingress(
 
 def _check_node(obj: Mapping[str, Any]) -> _Errors:
     errs = _check_metadata(obj.get("metadata"))
+    _check_conditions(errs, obj)
     spec = obj.get("spec")
     if isinstance(spec, Mapping):
         hostname = spec.get("hostname")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from caravanserai.api.base import ObjectMeta
 from caravanserai.api.lease import Lease
 from caravanserai.api.problems import FieldError, Invalid, NotFound
-from caravanserai.api.validation import validate_labels_and_annotations, validate_name
+from caravanserai.api.validation import validate_metadata
 from caravanserai.registry.base import KindRegistry
 
 
@@ -46,7 +46,6 @@ class LeaseRegistry(KindRegistry[Lease]):
 
 
 def _validate(lease: Lease) -> None:
-    errors: list[FieldError] = validate_name(lease.metadata.name)
-    errors += validate_labels_and_annotations(lease.metadata.labels, lease.metadata.annotations)
+    errors: list[FieldError] = validate_metadata(lease.metadata)
     if errors:
         raise Invalid(f'Lease "{lease.metadata.name}" is invalid', errors)

@@ -13,7 +13,7 @@ from datetime import datetime
 from caravanserai.api.base import Condition, ConditionStatus, remove_condition, set_condition
 from caravanserai.api.node import CONDITION_READY, Heartbeat, NodeState, NodeStatus
 from caravanserai.api.phases import NODE_BOUND_PHASES, check_transition
-from caravanserai.api.problems import FieldError, Invalid
+from caravanserai.api.problems import Conflict
 from caravanserai.api.project import (
     CONDITION_NOT_READY_AT,
     CONDITION_PHASE,
@@ -168,9 +168,10 @@ def set_phase(
             now,
         ) or changed
     if status.phase in NODE_PHASES and not status.node_ref:
-        raise Invalid(
-            f'project "{name}" cannot be {status.phase} without a node',
-            [FieldError(field="nodeRef", message=f"required for phase {status.phase}")],
+        # Whether nodeRef must be sent depends on the stored status (a project already on a
+        # node keeps it): a conflict with the current state, as a forbidden transition.
+        raise Conflict(
+            f'project "{name}" cannot be {status.phase} without a node: nodeRef is required'
         )
     return changed
 
@@ -204,9 +205,9 @@ def replace_status(
             now,
         )
     if result.phase in NODE_PHASES and not result.node_ref:
-        raise Invalid(
-            f'project "{name}" cannot be {result.phase} without a node',
-            [FieldError(field="status.nodeRef", message=f"required for phase {result.phase}")],
+        raise Conflict(
+            f'project "{name}" cannot be {result.phase} without a node: '
+            "status.nodeRef is required"
         )
     return result
 

@@ -33,6 +33,7 @@ from caravanserai.api.node import Heartbeat, Node, NodeList
 from caravanserai.api.problems import Unavailable
 from caravanserai.api.project import Project, ProjectList, ProjectPhase
 from caravanserai.api.resources import NODES, PROJECTS, ResourceKind
+from caravanserai.api.selectors import FIELD_SELECTOR_PATTERN, LABEL_SELECTOR_PATTERN
 from caravanserai.api.watch import WatchEvent
 from caravanserai.informer.recorder import EventRecorder
 from caravanserai.logging import get_logger
@@ -69,7 +70,7 @@ from caravanserai.server.routes_resources import (
     patch_project_status,
 )
 from caravanserai.server.routes_tokens import token_routes
-from caravanserai.server.routing import Param, Reply, RouteSpec, register
+from caravanserai.server.routing import OBJECT_NAME, Param, Reply, RouteSpec, register
 from caravanserai.server.state import CONFIG, METRICS, RECORDER, REGISTRIES, STORE, WATCHES
 from caravanserai.server.ui import add_ui_routes
 from caravanserai.server.watch_stream import NDJSON, WatchRegistry
@@ -140,18 +141,18 @@ async def openapi_handler(request: web.Request) -> web.Response:
 
 # -- the route table -----------------------------------------------------------------------
 
-_NAME = Param("name", "path", {"type": "string"}, "The object's name (a DNS label).", True)
+_NAME = Param("name", "path", OBJECT_NAME, "The object's name (a DNS label).", True)
 _LIST_PARAMS = (
     Param(
         "labelSelector",
         "query",
-        {"type": "string"},
+        {"type": "string", "pattern": f"^{LABEL_SELECTOR_PATTERN}$"},
         "Label selector: `k=v`, `k!=v`, `k in (a,b)`, `k notin (a,b)`, `k`, `!k`, comma-ANDed.",
     ),
     Param(
         "fieldSelector",
         "query",
-        {"type": "string"},
+        {"type": "string", "pattern": f"^{FIELD_SELECTOR_PATTERN}$"},
         "Field selector over `metadata.name`, `status.phase`, `status.nodeRef`, "
         "`status.state` with `=`, `==`, `!=`.",
     ),
@@ -310,7 +311,9 @@ def _resource_routes(
             extra={
                 "requestBody": {
                     "required": True,
-                    "content": {MERGE_PATCH: {"schema": {"type": "object"}}},
+                    "content": {
+                        MERGE_PATCH: {"schema": {"$ref": f"#/components/schemas/{name}MergePatch"}}
+                    },
                 }
             },
         ),

@@ -151,6 +151,9 @@ async def read_document(
             document = await asyncio.to_thread(_load_yaml, text)
         else:
             document = _load_yaml(text)
+    if document is None and allow_empty:
+        # An optional body may be left out, but a body that says ``null`` is not an object.
+        raise BadRequest("the body must be a JSON object (or left out), not null")
     # Every body, whatever its route (manifests, status, heartbeats): PostgreSQL refuses NUL
     # and lone surrogates, which must be a 422 naming the field, not a DataError 500.
     if errors := text_errors(document):

@@ -8,12 +8,14 @@ server validates and returns. Nothing here is written by hand but the prose.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 import caravanserai
+from caravanserai.api.base import API_VERSION
 from caravanserai.api.jsonschema import constrain
 from caravanserai.api.problems import PROBLEM_CONTENT_TYPE, Problem
 from caravanserai.api.validation import NO_NUL_PATTERN
@@ -106,6 +108,91 @@ def _add_links(paths: dict[str, dict[str, Any]]) -> None:
             created["links"] = links
 
 
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    if any(branch.get("type") == "null" for branch in schema.get("anyOf", [])):
+        return schema
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": REF.format(model=name)}
+
+
+def _add_derived(schemas: dict[str, Any]) -> None:
+    """Body schemas of the writes whose rules differ from the model's own.
+
+    ``<Kind>Replace`` (PUT): ``metadata`` and ``metadata.name`` may be left out, the URL
+    names the object. ``<Kind>MergePatch`` (PATCH, RFC 7396): only ``metadata`` (labels,
+    annotations, the name and the resourceVersion precondition) and ``spec``; ``null``
+    removes a key, except where the result would lack a required field.
+    """
+    meta = schemas["ObjectMeta"]
+    replace_meta = copy.deepcopy(meta)
+    replace_meta["title"] = "ObjectMetaReplace"
+    replace_meta["required"] = [r for r in meta.get("required", []) if r != "name"]
+    schemas["ObjectMetaReplace"] = replace_meta
+
+    props = meta["properties"]
+
+    def nullable_map(schema: dict[str, Any]) -> dict[str, Any]:
+        out = copy.deepcopy(schema)
+        values = out.get("additionalProperties")
+        if isinstance(values, dict):
+            out["additionalProperties"] = _nullable(values)
+        out.pop("default", None)
+        return _nullable(out)
+
+    schemas["ObjectMetaPatch"] = {
+        "title": "ObjectMetaPatch",
+        "type": "object",
+        "properties": {
+            "name": _nullable(copy.deepcopy(props["name"])),
+            "labels": nullable_map(props["labels"]),
+            "annotations": nullable_map(props["annotations"]),
+            "resourceVersion": {"type": ["string", "integer", "null"]},
+        },
+        "additionalProperties": False,
+    }
+    for kind in ("Project", "Node", "Lease"):
+        if kind not in schemas:
+            continue
+        base = schemas[kind]
+        replace = copy.deepcopy(base)
+        replace["title"] = f"{kind}Replace"
+        replace["required"] = [r for r in base.get("required", []) if r != "metadata"]
+        # Left out or null alike: the name comes from the URL.
+        replace["properties"]["metadata"] = _nullable(_ref("ObjectMetaReplace"))
+        schemas[f"{kind}Replace"] = replace
+        spec_ref = base["properties"].get("spec", {}).get("$ref", "")
+        spec_name = spec_ref.rpartition("/")[2]
+        if kind == "Lease" or spec_name not in schemas:
+            continue
+        spec = schemas[spec_name]
+        required = set(spec.get("required", []))
+        patch_spec = copy.deepcopy(spec)
+        patch_spec["title"] = f"{spec_name}Patch"
+        patch_spec.pop("required", None)
+        for prop_name, prop in patch_spec["properties"].items():
+            prop.pop("default", None)
+            if prop_name not in required:
+                patch_spec["properties"][prop_name] = _nullable(prop)
+        schemas[f"{spec_name}Patch"] = patch_spec
+        spec_schema = _ref(f"{spec_name}Patch")
+        schemas[f"{kind}MergePatch"] = {
+            "title": f"{kind}MergePatch",
+            "type": "object",
+            "properties": {
+                "apiVersion": {"anyOf": [{"const": API_VERSION}, {"type": "null"}]},
+                "kind": {"anyOf": [{"const": kind}, {"type": "null"}]},
+                "metadata": _nullable(_ref("ObjectMetaPatch")),
+                "spec": spec_schema if "spec" in base.get("required", []) else _nullable(
+                    spec_schema
+                ),
+            },
+            "additionalProperties": False,
+        }
+
+
 def build_openapi(routes: list[RouteSpec], *, server_url: str | None = None) -> dict[str, Any]:
     """The whole document for the given route table."""
     models = _models_of(routes)
@@ -118,6 +205,7 @@ def build_openapi(routes: list[RouteSpec], *, server_url: str | None = None) -> 
     # Schemas (schemas/*.json): the document must refuse what validation refuses.
     for name, schema in schemas.items():
         constrain(name, schema)
+    _add_derived(schemas)
 
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
@@ -147,6 +235,9 @@ def build_openapi(routes: list[RouteSpec], *, server_url: str | None = None) -> 
             operation["parameters"] = [_parameter(p) for p in route.params]
         if route.body is not None:
             ref = _schema_ref(route.body, refs)
+            replace = f"{getattr(route.body, '__name__', '')}Replace"
+            if route.method == "PUT" and replace in schemas:
+                ref = _ref(replace)
             operation["requestBody"] = {
                 "required": route.body_required,
                 "content": {

@@ -42,7 +42,7 @@ from caravanserai.api.problems import (
 from caravanserai.api.project import Project
 from caravanserai.logging import get_logger
 from caravanserai.server.authn import TOKENS
-from caravanserai.server.routing import Param, Reply, RouteSpec, Schema
+from caravanserai.server.routing import OBJECT_NAME, Param, Reply, RouteSpec, Schema
 from caravanserai.server.state import CONFIG, STORE
 from caravanserai.streaming import while_client_connected
 
@@ -102,7 +102,9 @@ async def resolve_target(request: web.Request) -> Target:
     service = request.query.get("service")
     if not service:
         if len(services) != 1:
-            raise BadRequest(
+            # Which parameters are needed depends on the stored project: 409, as other
+            # answers that depend on its state (kube-apiserver says 400 for a pod).
+            raise Conflict(
                 f'query parameter service is required: project "{name}" has services '
                 + ", ".join(services)
             )
@@ -115,7 +117,8 @@ async def resolve_target(request: web.Request) -> Target:
     try:
         node = Node.model_validate(await store.get("Node", node_name))
     except NotFound:
-        raise Unavailable(f'node "{node_name}" of project "{name}" is not registered') from None
+        # The project's state, not the server, is in the way (as "not on a node"): 409.
+        raise Conflict(f'node "{node_name}" of project "{name}" is not registered') from None
     except ValidationError:
         # Written before addresses were validated: never connect to what it names.
         raise Unavailable(
@@ -142,7 +145,7 @@ def agent_base_url(node: Node, scheme: str = "http") -> str:
     """
     ip = node.status.network.ip
     if not ip:
-        raise Unavailable(f'node "{node.metadata.name}" has not reported its address')
+        raise Conflict(f'node "{node.metadata.name}" has not reported its address')
     try:
         address = ipaddress.ip_address(parse_node_ip(ip))
     except ValueError:
@@ -318,7 +321,7 @@ async def _splice(
                 await task
 
 
-_NAME = Param("name", "path", {"type": "string"}, "The project's name.", True)
+_NAME = Param("name", "path", OBJECT_NAME, "The project's name.", True)
 _SERVICE = Param(
     "service", "query", {"type": "string"},
     "The service (optional when the project has exactly one).",

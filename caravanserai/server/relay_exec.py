@@ -25,7 +25,7 @@ from caravanserai.server.relay import (
     agent_session,
     resolve_target,
 )
-from caravanserai.server.routing import Param, Reply, RouteSpec
+from caravanserai.server.routing import OBJECT_NAME, Param, Reply, RouteSpec
 
 log = get_logger("caravanserai.server.relay_exec")
 
@@ -92,7 +92,7 @@ def exec_routes() -> list[RouteSpec]:
             "Run a command in a service's container (WebSocket)",
             "projects",
             params=(
-                Param("name", "path", {"type": "string"}, "The project's name.", True),
+                Param("name", "path", OBJECT_NAME, "The project's name.", True),
                 Param("service", "query", {"type": "string"},
                       "The service (optional when the project has exactly one)."),
                 Param("command", "query", {"type": "string"},

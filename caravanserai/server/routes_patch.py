@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from caravanserai.api.base import API_VERSION
 from caravanserai.api.problems import BadRequest, Conflict, UnsupportedMediaType
 from caravanserai.api.validation import parse_resource
 from caravanserai.server.bodies import read_document
@@ -55,6 +56,8 @@ def _check_patch(data: Any, kind: str, name: str) -> tuple[dict[str, Any], str |
         raise BadRequest(f"cannot patch {', '.join(unknown)}: only metadata and spec")
     if data.get("kind") not in (None, kind):
         raise BadRequest(f"kind {data['kind']!r} does not match {kind}")
+    if data.get("apiVersion") not in (None, API_VERSION):
+        raise BadRequest(f"apiVersion {data['apiVersion']!r} is not {API_VERSION!r}")
     meta = data.get("metadata")
     if meta is not None and not isinstance(meta, dict):
         raise BadRequest("metadata must be an object")

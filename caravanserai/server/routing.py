@@ -13,8 +13,20 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel
 
+from caravanserai.api.validation import DNS_LABEL_MAX, DNS_LABEL_PATTERN
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Schema = type[BaseModel] | dict[str, Any] | None
+
+
+# The ``{name}`` path parameter: every kind's names are DNS labels (``validate_name``), so
+# any other string names no object (404).
+OBJECT_NAME: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": DNS_LABEL_MAX,
+    "pattern": f"^{DNS_LABEL_PATTERN}$",
+}
 
 
 @dataclass(frozen=True)

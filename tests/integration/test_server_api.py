@@ -367,7 +367,8 @@ async def test_patch_status_follows_the_phase_machine(api: Api) -> None:
     await api.create_project("web")
     # Pending cannot jump to Running; Scheduled needs a node.
     assert await api.patch_phase("web", "Running") == 409
-    assert await api.patch_phase("web", "Scheduled") == 422
+    # Without a node to go to (409: a project already on one may leave nodeRef out).
+    assert await api.patch_phase("web", "Scheduled") == 409
     assert await api.patch_phase("web", "Scheduled", nodeRef="n1") == 204
     assert await api.patch_phase("web", "Running", reason="ContainersRunning",
                                  message="All containers running") == 204
@@ -449,10 +450,11 @@ async def test_put_status_replaces_status_under_the_rules(api: Api) -> None:
     status, stored, _ = await api.call("PUT", "/api/v1/projects/svc/status", obj)
     assert status == 200 and stored["status"]["phase"] == "Running"
 
-    # A status without the node a Running project needs is invalid.
+    # A status without the node a Running project needs is refused (409, as the other
+    # rules of the phase machine).
     obj["status"] = {"phase": "Running"}
     _, problem, resp = await api.call("PUT", "/api/v1/projects/svc/status", obj)
-    assert_problem(resp, problem, 422)
+    assert_problem(resp, problem, 409)
 
     # Node status PUT: the admin's way to drain (and the only way to un-drain).
     node = await api.get("nodes", "n1")

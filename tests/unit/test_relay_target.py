@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from caravanserai.api.node import Node
-from caravanserai.api.problems import Unavailable
+from caravanserai.api.problems import Conflict
 from caravanserai.server.relay import agent_base_url
 
 
@@ -48,6 +48,7 @@ def test_a_node_cannot_name_anything_but_an_ip_and_a_port(network: dict[str, Any
         node(network)
 
 
-def test_a_node_without_an_address_is_unavailable() -> None:
-    with pytest.raises(Unavailable):
+def test_a_node_without_an_address_is_a_conflict_not_a_server_error() -> None:
+    # The project's node is not ready to be relayed to (like "not on a node"): 409, not 5xx.
+    with pytest.raises(Conflict):
         agent_base_url(node({}))

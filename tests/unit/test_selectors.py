@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from caravanserai.api import BadRequest, Selector
 from caravanserai.api.selectors import (
     EVERYTHING,
+    FIELD_SELECTOR_PATTERN,
+    LABEL_SELECTOR_PATTERN,
     Requirement,
     parse_field_selector,
     parse_label_selector,
@@ -232,3 +237,61 @@ def test_labels_null_is_no_labels() -> None:
     obj = {"metadata": {"name": "x", "labels": None}}
     assert Selector.parse(label_selector="!app").matches(obj)
     assert not Selector.parse(label_selector="app").matches(obj)
+
+
+# --------------------------------------------------------------------------------------------
+# The published patterns (OpenAPI labelSelector / fieldSelector) say what the parsers take.
+
+
+def _parses(parse: Any, text: str) -> bool:
+    try:
+        parse(text)
+    except BadRequest:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("pattern", "parse"),
+    [
+        (LABEL_SELECTOR_PATTERN, parse_label_selector),
+        (FIELD_SELECTOR_PATTERN, parse_field_selector),
+    ],
+)
+def test_every_string_of_the_published_pattern_parses(pattern: str, parse: Any) -> None:
+    @settings(max_examples=300, database=None, deadline=None)
+    @given(st.from_regex(f"^{pattern}$", fullmatch=True))
+    def check(text: str) -> None:
+        assert _parses(parse, text), text
+
+    check()
+
+
+_SELECTOR_ALPHABET = st.sampled_from(
+    [*"ab1-_./=!(), \t\u3000\x1c", "in", "notin", "metadata.name", "status.phase"]
+)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "parse"),
+    [
+        (LABEL_SELECTOR_PATTERN, parse_label_selector),
+        (FIELD_SELECTOR_PATTERN, parse_field_selector),
+    ],
+)
+def test_what_the_parser_takes_matches_the_published_pattern(pattern: str, parse: Any) -> None:
+    compiled = re.compile(pattern)
+
+    @settings(max_examples=2000, database=None, deadline=None)
+    @given(st.lists(_SELECTOR_ALPHABET, max_size=12).map("".join))
+    def check(text: str) -> None:
+        assert _parses(parse, text) == (compiled.fullmatch(text) is not None), text
+
+    check()
+
+
+def test_unicode_blanks_and_parentheses_in_values_are_refused() -> None:
+    with pytest.raises(BadRequest, match="invalid label selector"):
+        parse_label_selector("app=web\u3000")
+    with pytest.raises(BadRequest, match="invalid field selector"):
+        parse_field_selector("metadata.name=(web)")

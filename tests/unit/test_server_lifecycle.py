@@ -8,7 +8,7 @@ import pytest
 
 from caravanserai.api.base import Condition, ConditionStatus
 from caravanserai.api.node import Heartbeat, NodeInfo, NodeNetwork, NodeState, NodeStatus
-from caravanserai.api.problems import Conflict, Invalid
+from caravanserai.api.problems import Conflict
 from caravanserai.api.project import ProjectPhase as P
 from caravanserai.api.project import ProjectStatus
 from caravanserai.registry import lifecycle
@@ -69,9 +69,10 @@ def test_forbidden_transitions_conflict(old: P, new: P) -> None:
 
 def test_scheduled_and_running_need_a_node() -> None:
     status = lifecycle.initial_project_status(T0)
-    with pytest.raises(Invalid) as err:
+    # 409: whether nodeRef must be sent depends on the stored status, not on the request.
+    with pytest.raises(Conflict) as err:
         lifecycle.set_phase(status, "p", P.SCHEDULED, reason=None, message=None, now=T0)
-    assert err.value.errors and err.value.errors[0].field == "nodeRef"
+    assert "nodeRef is required" in err.value.detail
 
 
 def test_pending_clears_node_and_stale_rescheduler_clocks() -> None:

@@ -65,3 +65,50 @@ def test_list_operations_document_watch_and_filters() -> None:
     assert "410" in op["responses"]
     node_params = {p["name"] for p in doc["paths"]["/api/v1/nodes"]["get"]["parameters"]}
     assert "phase" not in node_params
+
+
+def test_write_bodies_say_what_the_server_takes() -> None:
+    doc = build_openapi(route_table())
+    schemas = doc["components"]["schemas"]
+
+    def body(path: str, method: str, media: str = "application/json") -> dict[str, Any]:
+        return doc["paths"][path][method]["requestBody"]["content"][media]["schema"]  # type: ignore[no-any-return]
+
+    # PUT: the URL names the object, so metadata (and its name) may be left out.
+    assert body("/api/v1/projects/{name}", "put") == {
+        "$ref": "#/components/schemas/ProjectReplace"
+    }
+    assert "metadata" not in schemas["ProjectReplace"]["required"]
+    assert "name" not in schemas["ObjectMetaReplace"].get("required", [])
+    assert "name" in schemas["ObjectMeta"]["required"]
+    # PATCH: a closed merge patch of metadata and spec; null removes what may be removed.
+    patch = body("/api/v1/projects/{name}", "patch", "application/merge-patch+json")
+    assert patch == {"$ref": "#/components/schemas/ProjectMergePatch"}
+    merge = schemas["ProjectMergePatch"]
+    assert merge["additionalProperties"] is False
+    assert set(merge["properties"]) == {"apiVersion", "kind", "metadata", "spec"}
+    spec = schemas["ProjectSpecPatch"]
+    assert "required" not in spec
+    assert spec["properties"]["services"]["type"] == "array"  # never null: it is required
+    assert {"type": "null"} in spec["properties"]["volumes"]["anyOf"]
+    # nodeRef only with phase Scheduled.
+    assert schemas["PhasePatch"]["anyOf"]
+
+
+def test_name_parameters_are_dns_labels_and_creates_link_to_the_object() -> None:
+    doc = build_openapi(route_table())
+    for path, item in doc["paths"].items():
+        for op in item.values():
+            for param in op.get("parameters", []):
+                if param["in"] == "path" and param["name"] == "name":
+                    assert param["schema"]["pattern"].startswith("^[a-z0-9]"), path
+    links = doc["paths"]["/api/v1/projects"]["post"]["responses"]["201"]["links"]
+    assert {"getProject", "replaceProject", "patchProject", "deleteProject"} <= set(links)
+    assert links["getProject"]["parameters"] == {"name": "$response.body#/metadata/name"}
+
+
+def test_selector_parameters_publish_the_parsers_grammar() -> None:
+    doc = build_openapi(route_table())
+    params = {p["name"]: p for p in doc["paths"]["/api/v1/nodes"]["get"]["parameters"]}
+    assert params["labelSelector"]["schema"]["pattern"].startswith("^(?:")
+    assert params["fieldSelector"]["schema"]["pattern"].startswith("^(?:")
