@@ -389,7 +389,7 @@ def _lease_routes() -> list[RouteSpec]:
 _EVENT_FIELDS = Param(
     "fieldSelector",
     "query",
-    {"type": "string"},
+    {"type": "string", "pattern": f"^{FIELD_SELECTOR_PATTERN}$"},
     "Field selector over `involvedObject.kind`, `involvedObject.name`, `metadata.name` "
     "with `=`, `==`, `!=`.",
 )

@@ -27,7 +27,7 @@ from caravanserai.server.authn import (
 from caravanserai.server.authz import IDENTITY
 from caravanserai.server.bodies import read_document, validate_body
 from caravanserai.server.httputil import json_response
-from caravanserai.server.routing import Param, Reply, RouteSpec
+from caravanserai.server.routing import OBJECT_NAME, Param, Reply, RouteSpec
 from caravanserai.server.state import CONFIG
 from caravanserai.store.tokens import TokenRecord, TokenStore
 
@@ -131,7 +131,7 @@ def token_routes() -> list[RouteSpec]:
         RouteSpec(
             "POST", "/api/v1/nodes/{name}/join", join_node, "joinNode",
             "Exchange a join token for a node credential", "nodes",
-            params=(Param("name", "path", {"type": "string"}, "The node's name.", True),),
+            params=(Param("name", "path", OBJECT_NAME, "The node's name (a DNS label).", True),),
             replies=(Reply.json(200, "The node's credential and its agent's relay secret",
                                 JoinResult),),
             problems=(400, 405, 409),
