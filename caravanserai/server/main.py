@@ -42,6 +42,7 @@ from caravanserai.server.config import (
     require_database_url,
 )
 from caravanserai.server.manager import controller_manager
+from caravanserai.server.memory import return_freed_memory
 from caravanserai.server.tracing import setup_tracing
 from caravanserai.tls import TLSConfigError, client_context, server_context
 
@@ -178,6 +179,7 @@ async def serve(
     ``reuse_port`` shares the port with other workers (``--workers``, SO_REUSEPORT);
     ``sigint=False`` leaves Ctrl-C to a supervisor.
     """
+    return_freed_memory()
     stop = stop or asyncio.Event()
     if not handle_signals:
         await _serve(config, stop, [], extra_startup, started, reuse_port)
