@@ -24,7 +24,7 @@ from caravanserai.api.project import CONDITION_PHASE
 from caravanserai.client.errors import ClientError
 from caravanserai.client.http import CaravanseraiClient
 from cli.compose import expand_compose
-from cli.context import State, get_state, global_options
+from cli.context import State, get_state, global_options, honour_sigint
 from cli.errors import CommandError, PartialFailure, echo_error, object_error
 from cli.kinds import resources_of
 from cli.manifests import Manifest, describe_ref, read_documents, validate_documents
@@ -211,6 +211,8 @@ def apply(
     manifests = validate_documents(documents)
     if wait and dry_run != "none":
         raise click.UsageError("--wait and --dry-run exclude each other: nothing would run")
+    if wait:
+        honour_sigint()  # as `caractrl wait`: Ctrl-C ends the wait even if SIGINT was ignored
     state.run(lambda c: _apply_all(c, state, manifests, wait, wait_timeout, dry_run))
 
 
