@@ -69,6 +69,9 @@ async def test_example_runs_as_its_own_program(server: RunningServer) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(EXAMPLE), "--server", server.url,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        # Ctrl-C as from a terminal, whatever SIGINT disposition this test process has (a
+        # background CI job inherits it ignored, and the example would keep ignoring it).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         async with CaravanseraiClient(server.url) as client:
