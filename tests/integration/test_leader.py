@@ -10,7 +10,6 @@ import os
 import signal
 import sys
 import textwrap
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -126,11 +125,13 @@ async def test_one_leader_and_fast_handover_on_cancel(
     assert b.elector.leader == "a"
     lease = await client.leases.get("test-lease")
     assert lease.spec.holder_identity == "a" and lease.spec.lease_duration_seconds == LEASE
-    t0 = time.monotonic()
     await a.stop()  # clean stop releases the lease
     assert a.events == ["started", "stopped"]
+    # Released, not left to expire: the stored lease names no holder any more (or already
+    # b, which takes a released lease at its next try instead of after the lease duration).
+    released = await client.leases.get("test-lease")
+    assert released.spec.holder_identity in (None, "", "b"), released.spec
     await asyncio.wait_for(b.leading.wait(), 5)
-    assert time.monotonic() - t0 < RETRY * 3 + 0.5, "released lease is taken at the next try"
     lease = await client.leases.get("test-lease")
     assert lease.spec.holder_identity == "b" and lease.spec.lease_transitions == 1
 
@@ -171,10 +172,9 @@ async def test_leader_killed_hard_is_replaced_within_the_lease(
         await asyncio.sleep(RETRY * 3)
         assert not b.elector.is_leader and b.elector.leader == "doomed"
         os.kill(proc.pid, signal.SIGKILL)  # no release, no goodbye
-        killed = time.monotonic()
+        # Taken over once the unrenewed lease expires (the bound is generous: a loaded
+        # machine must not fail this; what it proves is that b takes over by itself).
         await asyncio.wait_for(b.leading.wait(), LEASE + 5)
-        took = time.monotonic() - killed
-        assert took <= LEASE + 2 * RETRY + 0.5, f"takeover took {took:.2f} s"
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -188,9 +188,7 @@ async def test_leader_that_cannot_renew_steps_down(
     a = candidates("a", via=link).start()
     await asyncio.wait_for(a.leading.wait(), 5)
     link.cut.set()  # a's renewals hang, as with a partitioned network
-    t0 = time.monotonic()
     await eventually(lambda: not a.elector.is_leader, within=RENEW + 2)
-    assert time.monotonic() - t0 <= RENEW + RETRY + 0.5
     assert a.events == ["started", "stopped"]
     link.cut.clear()
     # once the server answers again, a leads again
