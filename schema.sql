@@ -83,3 +83,15 @@ CREATE TABLE IF NOT EXISTS cara_tokens (
     CHECK ((role = 'node') = (node IS NOT NULL))
 );
 CREATE UNIQUE INDEX IF NOT EXISTS cara_tokens_node_idx ON cara_tokens (node) WHERE node IS NOT NULL;
+
+-- Node heartbeats (the node lease of Kubernetes' KEP-589). An agent's heartbeat that changes
+-- nothing in its Node renews this row only: one statement, outside the revision counter and
+-- the event log, so it neither queues behind the writers' row lock nor wakes a watch.
+-- status.lastHeartbeat in the Node object is rewritten only with a status change or when it
+-- is older than a minute (registry/nodes.py); node-health reads this row before it declares
+-- a node silent. A row outlives its node only until the node is deleted (the registry
+-- removes it) and is never read without the node.
+CREATE TABLE IF NOT EXISTS cara_node_leases (
+    name       text COLLATE "C" PRIMARY KEY,
+    renewed_at timestamptz NOT NULL
+);

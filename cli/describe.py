@@ -268,7 +268,14 @@ def _allocated(r: Report, node: Node, projects: Sequence[Project]) -> None:
     )
 
 
-def describe_node(node: Node, now: datetime | None = None, projects: Sequence[Project] = ()) -> str:
+def describe_node(
+    node: Node,
+    now: datetime | None = None,
+    projects: Sequence[Project] = (),
+    last_heartbeat: datetime | None = None,
+) -> str:
+    """``last_heartbeat``: the node lease's (newer than ``status.lastHeartbeat`` while the
+    heartbeats change nothing)."""
     now = now or datetime.now(UTC)
     r = Report()
     _metadata(r, node, now)
@@ -276,7 +283,8 @@ def describe_node(node: Node, now: datetime | None = None, projects: Sequence[Pr
     r.add("Hostname", or_placeholder(spec.hostname))
     r.add("Unschedulable", "true" if spec.unschedulable else "false")
     r.add("State", status.state.value if status.state else UNKNOWN)
-    r.add("Last Heartbeat", timestamp_with_age(status.last_heartbeat, now))
+    beats = [t for t in (status.last_heartbeat, last_heartbeat) if t is not None]
+    r.add("Last Heartbeat", timestamp_with_age(max(beats) if beats else None, now))
 
     net = status.network
     r.add("Network")

@@ -2,9 +2,12 @@
 
 Each node has one timer, set from its own heartbeat: ``lastHeartbeat + timeout - now``
 (default timeout 90 s). When it fires and no newer heartbeat arrived, the node goes
-NotReady with ``Ready=False/HeartbeatTimeout``. Every heartbeat is an update event that
-re-evaluates the node and re-arms its timer, so detection happens at the deadline, not up
-to a 30 s tick later as in the original (REFERENCE §3.3).
+NotReady with ``Ready=False/HeartbeatTimeout``. Every write of the node re-evaluates it and
+re-arms its timer, so detection happens at the deadline, not up to a 30 s tick later as in
+the original (REFERENCE §3.3). Heartbeats that change nothing renew the node lease instead
+of writing the Node (``lastHeartbeat`` is then refreshed once a minute): a timer that finds
+the node stale reads the lease (``GET /api/v1/nodes/{name}/heartbeat``) and waits on when it
+is newer — one read per node that looks silent, none per heartbeat.
 
 The ``Ready`` condition always agrees with the state: ``True/AgentReady`` when Ready,
 ``False`` when NotReady (``HeartbeatTimeout`` once the agent is silent). Recovery: the
@@ -116,15 +119,20 @@ def _ready(status: ConditionStatus, reason: str, message: str) -> Condition:
     return Condition(type=CONDITION_READY, status=status, reason=reason, message=message)
 
 
-def evaluate(status: NodeStatus, now: datetime, timeout: float) -> HealthDecision:
+def evaluate(
+    status: NodeStatus, now: datetime, timeout: float, renewed: datetime | None = None
+) -> HealthDecision:
     """Decide a node's state and Ready condition from its last heartbeat (pure).
 
+    The last heartbeat is the newer of ``status.lastHeartbeat`` and ``renewed`` (the node
+    lease, which heartbeats that change nothing renew instead of the Node).
     ``requeue_after`` is the time left until the heartbeat goes stale (None when it
     already is: the next heartbeat's update event wakes the node up again).
     """
     new = status.model_copy(deep=True)
     condition = get_condition(new.conditions, CONDITION_READY)
-    heartbeat = status.last_heartbeat
+    beats = [t for t in (status.last_heartbeat, renewed) if t is not None]
+    heartbeat = max(beats) if beats else None
     deadline = heartbeat + timedelta(seconds=timeout) if heartbeat is not None else None
     if deadline is not None and now < deadline:
         requeue_after: float | None = (deadline - now).total_seconds()
@@ -181,7 +189,17 @@ class NodeHealth:
         node = self.nodes.get(name)
         if node is None:
             return None
-        decision = evaluate(node.status, self.clock.now(), self.timeout)
+        now = self.clock.now()
+        decision = evaluate(node.status, now, self.timeout)
+        if decision.requeue_after is None:
+            # Stale by the Node's own lastHeartbeat, which routine heartbeats leave alone
+            # for up to a minute: the node lease has the last word (one read, made only
+            # for a node that looks silent).
+            try:
+                renewed = await self.client.nodes.last_heartbeat(name)
+            except NotFound:
+                return None
+            decision = evaluate(node.status, now, self.timeout, renewed)
         if decision.status is not None:
             updated = node.model_copy(update={"status": decision.status})
             try:

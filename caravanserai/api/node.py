@@ -128,4 +128,15 @@ class Heartbeat(WireModel):
     info: NodeInfo | None = None
 
 
+class NodeHeartbeat(WireModel):
+    """``GET /api/v1/nodes/{name}/heartbeat``: when the node's agent last heartbeated.
+
+    Newer than ``status.lastHeartbeat`` while the node's heartbeats change nothing (they
+    renew the node's lease and leave the Node as it is, see docs/agent.md)."""
+
+    kind: Literal["NodeHeartbeat"] = "NodeHeartbeat"
+    node_name: str
+    last_heartbeat: Timestamp | None = None
+
+
 CONDITION_READY = "Ready"

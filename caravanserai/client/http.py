@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Generic, TypeVar, cast
 
 import aiohttp
@@ -29,7 +30,7 @@ from caravanserai.api.base import API_VERSION
 from caravanserai.api.binding import Binding, BindingList, BindingResult, BindingResultList
 from caravanserai.api.event import Event
 from caravanserai.api.lease import Lease
-from caravanserai.api.node import Heartbeat, Node
+from caravanserai.api.node import Heartbeat, Node, NodeHeartbeat
 from caravanserai.api.problems import CaravanseraiError, Problem, error_from_problem
 from caravanserai.api.project import Project, ProjectPhase
 from caravanserai.client.errors import (
@@ -483,6 +484,17 @@ class NodeClient(ResourceClient[Node]):
         """``POST /{name}/heartbeat``; NotFound when the node is not registered."""
         body = heartbeat.to_wire() if heartbeat is not None else {}
         await self.client.request("POST", f"{self.path}/{name}/heartbeat", body=body)
+
+    async def last_heartbeat(self, name: str) -> datetime | None:
+        """``GET /{name}/heartbeat``: when the node last heartbeated (None: never yet).
+
+        Newer than ``status.lastHeartbeat``, which heartbeats that change nothing leave
+        alone for up to a minute."""
+        _, data = await self.client.request("GET", f"{self.path}/{name}/heartbeat")
+        try:
+            return NodeHeartbeat.model_validate(data).last_heartbeat
+        except ValidationError as exc:
+            raise ProtocolError(f"the server sent an invalid node heartbeat: {exc}") from exc
 
 
 class EventClient(ResourceClient[Event]):

@@ -10,6 +10,7 @@ Code that only uses what is declared here runs unchanged on either.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from caravanserai.api.binding import Binding, BindingResult
@@ -84,6 +85,7 @@ class NodeAPI(ResourceAPI[Node], Protocol):
     """Nodes plus the heartbeat."""
 
     async def heartbeat(self, name: str, heartbeat: Heartbeat | None = None) -> None: ...
+    async def last_heartbeat(self, name: str) -> datetime | None: ...
 
 
 class EventAPI(ResourceAPI[Event], Protocol):

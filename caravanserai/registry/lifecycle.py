@@ -8,7 +8,7 @@ write see the same state, so no concurrent write can slip in between (REFERENCE 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from caravanserai.api.base import Condition, ConditionStatus, remove_condition, set_condition
 from caravanserai.api.node import CONDITION_READY, Heartbeat, NodeState, NodeStatus
@@ -37,6 +37,12 @@ REASON_AGENT_NOT_READY = "AgentNotReady"
 
 # Phases that need a node, and so a nodeRef.
 NODE_PHASES = NODE_BOUND_PHASES
+
+# How stale a Ready node's status.lastHeartbeat may grow while its heartbeats change nothing
+# (they renew the node lease only). Kubernetes' kubelet reports an unchanged status every
+# 5 minutes; a minute keeps the field (shown by the dashboard and `get nodes`) telling, and
+# still takes a 10-second heartbeat's Node writes down sixfold.
+NODE_STATUS_REFRESH = timedelta(seconds=60)
 
 
 def initial_project_status(now: datetime) -> ProjectStatus:
@@ -297,6 +303,24 @@ def apply_heartbeat(status: NodeStatus, hb: Heartbeat, now: datetime) -> None:
     condition = ready_condition_for(hb.state, from_heartbeat=True)
     if condition is not None:
         set_condition(status.conditions, condition, now)
+
+
+def heartbeat_is_routine(
+    status: NodeStatus, hb: Heartbeat, now: datetime, refresh: timedelta | None = None
+) -> bool:
+    """Would the heartbeat change nothing of a Ready node but a fresh ``lastHeartbeat``?
+
+    Then renewing the node lease records it (see ``NodeRegistry.heartbeat``). Never for a
+    node that is not Ready: node-health brings a silent node back when it sees the write.
+    """
+    last = status.last_heartbeat
+    refresh = NODE_STATUS_REFRESH if refresh is None else refresh
+    if status.state is not NodeState.READY or last is None or now - last >= refresh:
+        return False
+    merged = status.model_copy(deep=True)
+    apply_heartbeat(merged, hb, now)
+    merged.last_heartbeat = last
+    return merged == status
 
 
 def sync_ready_condition(status: NodeStatus, now: datetime) -> None:

@@ -3,12 +3,19 @@
 * create: a fresh NotReady status with a Ready=False condition until the first heartbeat;
 * update: spec, labels, annotations; update_status keeps the Ready condition agreeing
   with the state; heartbeat merges the agent's report (an admin's Draining is kept);
+* heartbeat: a heartbeat that would change nothing but ``lastHeartbeat`` of a Ready node
+  only renews the node's lease (:mod:`caravanserai.store.node_leases`) — one statement, no
+  revision, no watch event — unless ``lastHeartbeat`` is older than
+  :data:`~caravanserai.registry.lifecycle.NODE_STATUS_REFRESH`; :meth:`last_heartbeat` is
+  the newer of the two;
 * delete: refused (409) while projects occupy the node
   (:data:`~caravanserai.api.phases.OCCUPYING_PHASES`, the set the scheduler counts as
   load), unless forced.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from caravanserai.api.base import ObjectMeta, utcnow
 from caravanserai.api.node import Heartbeat, Node, NodeStatus
@@ -18,8 +25,9 @@ from caravanserai.api.selectors import Selector
 from caravanserai.api.validation import validate_node
 from caravanserai.logging import get_logger
 from caravanserai.registry import lifecycle
-from caravanserai.registry.base import KindRegistry
-from caravanserai.store.types import Obj
+from caravanserai.registry.base import KindRegistry, RevisionObserver
+from caravanserai.store.node_leases import NodeLeases
+from caravanserai.store.types import Obj, Store
 
 log = get_logger("caravanserai.registry.nodes")
 
@@ -28,6 +36,16 @@ class NodeRegistry(KindRegistry[Node]):
     model = Node
     kind = "Node"
     noun = "node"
+
+    def __init__(
+        self,
+        store: Store,
+        on_write: RevisionObserver | None = None,
+        leases: NodeLeases | None = None,
+    ) -> None:
+        super().__init__(store, on_write)
+        # None (a store without the lease table): every heartbeat rewrites the Node.
+        self.leases = leases
 
     def new_object(self, node: Node) -> Obj:
         """The stored form of a create (server-managed metadata and a fresh status)."""
@@ -87,9 +105,21 @@ class NodeRegistry(KindRegistry[Node]):
     async def heartbeat(self, name: str, heartbeat: Heartbeat | None = None) -> None:
         """Merge an agent's heartbeat; NotFound tells the agent to register again.
 
-        Nothing is returned (the agents' hottest write; no caller needs the node back)."""
+        The agents' hottest write, and usually news of nothing: then only the node's lease
+        is renewed (one statement); the Node itself is rewritten — a revision and an event
+        for every Node watcher — when the heartbeat changes its status, when the node is not
+        Ready (node-health brings a silent node back on seeing it), or when its
+        ``lastHeartbeat`` is older than ``NODE_STATUS_REFRESH``. Nothing is returned (no
+        caller needs the node back)."""
         hb = heartbeat or Heartbeat()
         now = utcnow()
+        if self.leases is not None:
+            try:
+                stored = await self.leases.renew(name, now)
+            except NotFound:
+                raise self.not_found(name) from None
+            if lifecycle.heartbeat_is_routine(NodeStatus.model_validate(stored), hb, now):
+                return
 
         def mutate(current: Obj) -> Obj:
             status = NodeStatus.model_validate(current.get("status") or {})
@@ -98,6 +128,14 @@ class NodeRegistry(KindRegistry[Node]):
             return current
 
         await self._update(name, mutate)
+
+    async def last_heartbeat(self, name: str) -> datetime | None:
+        """When node ``name``'s agent last heartbeated: the newer of its lease and its
+        ``status.lastHeartbeat`` (None: never). NotFound when there is no such node."""
+        node = self.decode(await self.get_stored(name))
+        renewed = await self.leases.renewed_at(name) if self.leases is not None else None
+        beats = [t for t in (node.status.last_heartbeat, renewed) if t is not None]
+        return max(beats) if beats else None
 
     async def occupants(self, name: str) -> list[str]:
         """Names of the projects that occupy node ``name`` (sorted)."""
@@ -131,6 +169,8 @@ class NodeRegistry(KindRegistry[Node]):
         except NotFound:
             raise self.not_found(name) from None
         self.observed(old)
+        if self.leases is not None:
+            await self.leases.forget(name)
         log.info("node.deleted", kind="Node", name=name, force=force)
 
 

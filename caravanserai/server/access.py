@@ -96,6 +96,7 @@ ROUTE_ACCESS: Mapping[str, Access] = {
     "replaceNodeStatus": Access("nodes/status", "update", A),
     "deleteNode": Access("nodes", "delete", A),
     "nodeHeartbeat": Access("nodes/heartbeat", "create", A, NodeRule.OWN_NODE),
+    "getNodeHeartbeat": Access("nodes/heartbeat", "get", V, NodeRule.OWN_NODE),
     "joinNode": Access("nodes/join", "create", A, join=True),
     # leases (the controller manager's leader election)
     "createLease": Access("leases", "create", A),

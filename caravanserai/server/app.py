@@ -29,7 +29,7 @@ from caravanserai.api.base import API_VERSION
 from caravanserai.api.binding import BindingList, BindingResultList
 from caravanserai.api.event import Event, EventList
 from caravanserai.api.lease import Lease, LeaseList
-from caravanserai.api.node import Heartbeat, Node, NodeList
+from caravanserai.api.node import Heartbeat, Node, NodeHeartbeat, NodeList
 from caravanserai.api.problems import Unavailable
 from caravanserai.api.project import Project, ProjectList, ProjectPhase
 from caravanserai.api.resources import NODES, PROJECTS, ResourceKind
@@ -42,7 +42,7 @@ from caravanserai.server.access import ROUTE_ACCESS, Access
 from caravanserai.server.authn import IDENTITY, TOKENS, Authenticator
 from caravanserai.server.authz import Authorizer, auth_middleware
 from caravanserai.server.config import ServerConfig
-from caravanserai.server.dryrun import DryRunStore, dry_run_middleware
+from caravanserai.server.dryrun import DryRunNodeLeases, DryRunStore, dry_run_middleware
 from caravanserai.server.httputil import json_response
 from caravanserai.server.inprocess import InProcessClient
 from caravanserai.server.inputs import request_text_middleware
@@ -66,6 +66,7 @@ from caravanserai.server.routes_resources import (
     create_bindings,
     delete_node,
     delete_project,
+    get_node_heartbeat,
     node_heartbeat,
     patch_project_status,
 )
@@ -74,6 +75,7 @@ from caravanserai.server.routing import OBJECT_NAME, Param, Reply, RouteSpec, re
 from caravanserai.server.state import CONFIG, METRICS, RECORDER, REGISTRIES, STORE, WATCHES
 from caravanserai.server.ui import add_ui_routes
 from caravanserai.server.watch_stream import NDJSON, WatchRegistry
+from caravanserai.store.node_leases import NodeLeaseStore
 from caravanserai.store.postgres import PostgresStore
 from caravanserai.store.tokens import TokenStore
 from caravanserai.store.types import Store
@@ -533,9 +535,24 @@ def route_table() -> list[RouteSpec]:
             replies=(Reply(204, "Recorded"),),
             problems=(400, 404, 405, 413, 415, 422),
             description=(
-                "Sets lastHeartbeat (server clock) and merges the reported fields. An admin's "
-                "Draining state is kept (only a status PUT clears it)."
+                "Records the heartbeat (server clock) and merges the reported fields. An "
+                "admin's Draining state is kept (only a status PUT clears it). A heartbeat "
+                "that changes nothing of a Ready node renews its lease only: the Node keeps "
+                "its resourceVersion, and status.lastHeartbeat is refreshed at least once a "
+                "minute (GET this path for the latest)."
             ),
+        ),
+        RouteSpec(
+            "GET",
+            "/api/v1/nodes/{name}/heartbeat",
+            get_node_heartbeat,
+            "getNodeHeartbeat",
+            "When the node last heartbeated",
+            "nodes",
+            params=(_NAME,),
+            replies=(Reply.json(200, "The node's latest heartbeat (lastHeartbeat absent: none yet)",
+                                NodeHeartbeat),),
+            problems=(400, 404, 405),
         ),
     ]
 
@@ -622,7 +639,11 @@ def create_app(
     app[METRICS] = metrics
     # The registries write through app[STORE]: a dry-run request runs every rule of the
     # registry and the store leaves out only the write itself.
-    app[REGISTRIES] = Registries(app[STORE], metrics.observe_revision)
+    app[REGISTRIES] = Registries(
+        app[STORE],
+        metrics.observe_revision,
+        DryRunNodeLeases(NodeLeaseStore(store)) if isinstance(store, PostgresStore) else None,
+    )
     app[WATCHES] = WatchRegistry(cache_bytes=config.watch_cache_bytes // 2)
     if tokens is not None:
         app[TOKENS] = tokens

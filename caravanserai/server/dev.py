@@ -483,7 +483,7 @@ async def wait_agent_ready(
                 )
             with contextlib.suppress(Exception):
                 n = await client.nodes.get(node)
-                beat = n.status.last_heartbeat
+                beat = await client.nodes.last_heartbeat(node)
                 if str(n.status.state) == "Ready" and beat is not None and beat >= since:
                     return
             if time.monotonic() > deadline:

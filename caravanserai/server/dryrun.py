@@ -16,6 +16,7 @@ import contextvars
 import copy
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -23,6 +24,7 @@ from pydantic import TypeAdapter
 
 from caravanserai.api import AlreadyExists, BadRequest, NotFound
 from caravanserai.api.base import Timestamp, utcnow
+from caravanserai.store.node_leases import NodeLeases
 from caravanserai.store.postgres import PostgresStore, _check_version
 from caravanserai.store.types import Mutator, Obj, Store
 
@@ -114,3 +116,21 @@ class DryRunStore:
         if precondition is not None:
             precondition(copy.deepcopy(current))
         return current
+
+
+class DryRunNodeLeases:
+    """The node heartbeat store, except that a dry-run heartbeat or node delete leaves the
+    lease as it is (the heartbeat still reads the node, so a missing one is still a 404)."""
+
+    def __init__(self, leases: NodeLeases) -> None:
+        self._leases = leases
+
+    async def renew(self, name: str, now: datetime, *, write: bool = True) -> Obj:
+        return await self._leases.renew(name, now, write=write and not is_dry_run())
+
+    async def renewed_at(self, name: str) -> datetime | None:
+        return await self._leases.renewed_at(name)
+
+    async def forget(self, name: str) -> None:
+        if not is_dry_run():
+            await self._leases.forget(name)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Generic, TypeVar, cast
 
 from caravanserai.api.base import API_VERSION
@@ -197,6 +198,10 @@ class _Nodes(_Resource[Node]):
     async def heartbeat(self, name: str, heartbeat: Heartbeat | None = None) -> None:
         """Merge a heartbeat; NotFound when the node is not registered."""
         await self._registry.heartbeat(name, heartbeat)
+
+    async def last_heartbeat(self, name: str) -> datetime | None:
+        """When the node last heartbeated (its lease or its status, the newer)."""
+        return await self._registry.last_heartbeat(name)
 
 
 class _Events(_Resource[Event]):

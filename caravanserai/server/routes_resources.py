@@ -12,7 +12,7 @@ from aiohttp import web
 
 from caravanserai.api.binding import BindingList, BindingResultList
 from caravanserai.api.lease import Lease
-from caravanserai.api.node import Heartbeat, Node
+from caravanserai.api.node import Heartbeat, Node, NodeHeartbeat
 from caravanserai.api.problems import BadRequest
 from caravanserai.api.project import Project, ProjectPhase
 from caravanserai.api.resources import PROJECTS, ResourceKind
@@ -234,6 +234,13 @@ async def node_heartbeat(request: web.Request) -> web.Response:
     hb = validate_body(Heartbeat, data, what="heartbeat")
     await request.app[REGISTRIES].nodes.heartbeat(request.match_info["name"], hb)
     return web.Response(status=204)
+
+
+async def get_node_heartbeat(request: web.Request) -> web.Response:
+    """``GET /api/v1/nodes/{name}/heartbeat``: when the node last heartbeated."""
+    name = request.match_info["name"]
+    last = await request.app[REGISTRIES].nodes.last_heartbeat(name)
+    return json_response(NodeHeartbeat(node_name=name, last_heartbeat=last).to_wire())
 
 
 # -- leases --------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import click
@@ -51,7 +52,9 @@ async def _describe(client: CaravanseraiClient, kind: ResourceKind, names: tuple
             text = describe_project(obj, ingress_domain=await _ingress_domain(client, obj))
         else:
             projects = (await client.projects.list_all(ListOptions.of(node_ref=name))).items
-            text = describe_node(obj, projects=projects)
+            text = describe_node(
+                obj, projects=projects, last_heartbeat=await _last_heartbeat(client, name)
+            )
         text += "\n" + "\n".join(describe_events(await _events(client, kind.kind, name)))
         if printed:
             click.echo()  # a blank line between reports, as kubectl
@@ -59,6 +62,15 @@ async def _describe(client: CaravanseraiClient, kind: ResourceKind, names: tuple
         printed += 1
     if missing:
         raise PartialFailure()
+
+
+async def _last_heartbeat(client: CaravanseraiClient, name: str) -> datetime | None:
+    """The node lease's heartbeat; None from a server without the route (or a node gone
+    since), and describe shows the status's."""
+    try:
+        return await client.nodes.last_heartbeat(name)
+    except (NotFound, Forbidden, BadRequest):
+        return None
 
 
 async def _events(client: CaravanseraiClient, kind: str, name: str) -> list[Event]:

@@ -82,10 +82,10 @@ async def test_node_registers_with_facts_and_heartbeats(
     assert node.status.network.ip == "127.0.0.1"
     assert node.status.network.agent_port == handle.api_port
     assert node.status.network.proxy_port == handle.proxy_port
-    first = node.status.last_heartbeat
+    first = await api.nodes.last_heartbeat(handle.node)
 
     async def beat_again() -> bool:
-        return (await api.nodes.get(handle.node)).status.last_heartbeat != first
+        return await api.nodes.last_heartbeat(handle.node) != first
 
     await wait_until(beat_again, within=5, what="a second heartbeat")
 
@@ -118,8 +118,7 @@ async def test_heartbeat_is_not_delayed_by_a_slow_teardown(
     seen = set()
 
     async def heartbeats_during_teardown() -> bool:
-        node = await api.nodes.get(handle.node)
-        seen.add(node.status.last_heartbeat)
+        seen.add(await api.nodes.last_heartbeat(handle.node))
         return len(seen) >= 4
 
     await wait_until(heartbeats_during_teardown, within=7, interval=0.2,

@@ -237,12 +237,12 @@ async def test_draining_node_gets_no_new_projects(cluster: Cluster) -> None:
     put = await set_node_state(api, drained.node, NodeState.DRAINING)
     assert put.status.state is NodeState.DRAINING
     assert put.status.last_heartbeat is not None
-    seen: set[object] = {put.status.last_heartbeat}
+    seen: set[object] = {await api.nodes.last_heartbeat(drained.node)}
 
     async def two_more_heartbeats() -> bool:
         n = await api.nodes.get(drained.node)
         assert n.status.state is NodeState.DRAINING, "a heartbeat cleared Draining"
-        seen.add(n.status.last_heartbeat)
+        seen.add(await api.nodes.last_heartbeat(drained.node))
         return len(seen) >= 3
 
     await wait_until(two_more_heartbeats, within=10, what=f"heartbeats from {drained.node}")
@@ -265,11 +265,12 @@ async def test_draining_node_gets_no_new_projects(cluster: Cluster) -> None:
     # (Waiting for the agent's next heartbeat gives the scheduler's cache the same head
     # start on the node's change as the nodes had in the tests above.)
     put = await set_node_state(api, drained.node, NodeState.READY)
+    beat_at_put = await api.nodes.last_heartbeat(drained.node)
 
     async def heartbeat_after_put() -> bool:
         n = await api.nodes.get(drained.node)
         assert n.status.state is NodeState.READY
-        return n.status.last_heartbeat != put.status.last_heartbeat
+        return await api.nodes.last_heartbeat(drained.node) != beat_at_put
 
     await wait_until(heartbeat_after_put, within=10, what=f"a heartbeat from {drained.node}")
     name, body = busybox_project("undrain")

@@ -26,7 +26,9 @@ secured = pytest.fixture(auth_support.serve_secured, name="secured")
 ROUTES = route_table()
 # The policy of issue 11 as (resource, verb) sets; a new route's resource goes here too.
 READ = {(r, v) for r in ("projects", "nodes", "leases", "events") for v in ("get", "list", "watch")}
-VIEW = READ | {("projects/logs", "get"), ("metrics", "get"), ("whoami", "get")}
+VIEW = READ | {
+    ("projects/logs", "get"), ("metrics", "get"), ("whoami", "get"), ("nodes/heartbeat", "get"),
+}
 EDIT = VIEW | {("projects", v) for v in ("create", "update", "patch", "delete")} | {
     ("projects/portforward", "create"), ("projects/exec", "create"), ("events", "create"),
 }
@@ -39,6 +41,7 @@ USER_RULES: dict[str, set[tuple[str, str]] | None] = {
 # What a node may do to its own Node and the projects bound to it; nothing on anyone else's.
 NODE_OWN = {
     ("nodes", "get"), ("nodes", "create"), ("nodes", "update"), ("nodes/heartbeat", "create"),
+    ("nodes/heartbeat", "get"),
     ("projects", "list"), ("projects", "watch"), ("projects", "get"),
     ("projects/status", "update"), ("projects/status", "patch"), ("whoami", "get"),
     ("events", "create"),

@@ -53,6 +53,38 @@ async def test_node_goes_not_ready_at_its_heartbeat_deadline_and_recovers(
         )
 
 
+async def test_heartbeats_that_renew_only_the_lease_keep_the_node_ready(
+    store: PostgresStore, database_url: str
+) -> None:
+    """Routine heartbeats leave the Node (and its lastHeartbeat) alone for a minute; node-health
+    reads the node lease before calling a node silent, so it stays Ready well past its
+    timeout, and goes NotReady once the heartbeats stop."""
+    settings = manager_settings(("node-health",), node_health={"heartbeat_timeout": 2.0})
+    async with serve(store, database_url, settings) as server:
+        c = server.client
+        await ready_node(c, "n1")
+        first = await c.nodes.get("n1")
+        ready = get_condition(first.status.conditions, CONDITION_READY)
+        assert first.status.last_heartbeat is not None and ready is not None
+        async with heartbeating(c, "n1", every=0.2) as alive:
+
+            async def past_two_timeouts() -> datetime | None:
+                lease = await c.nodes.last_heartbeat("n1")
+                assert lease is not None and first.status.last_heartbeat is not None
+                return lease if lease > first.status.last_heartbeat + timedelta(seconds=4) else None
+
+            await eventually(past_two_timeouts, within=20, what="heartbeats past two timeouts")
+            node = await c.nodes.get("n1")
+            # Not rewritten by a heartbeat, and never NotReady in between.
+            assert node.status.state is NodeState.READY
+            assert node.status.last_heartbeat == first.status.last_heartbeat
+            now_ready = get_condition(node.status.conditions, CONDITION_READY)
+            assert now_ready is not None
+            assert now_ready.last_transition_time == ready.last_transition_time
+            alive.clear()
+            await wait_node_state(c, "n1", NodeState.NOT_READY, within=15)
+
+
 async def test_default_90s_timeout_with_a_fake_clock(
     store: PostgresStore, database_url: str
 ) -> None:

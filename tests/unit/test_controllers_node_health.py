@@ -196,3 +196,29 @@ async def test_a_state_change_is_reported_as_an_event() -> None:
         "Warning", "NodeNotReady", "Node"
     )
     assert event.message == "Node a status is now: NotReady (no heartbeat for 1m30s)"
+
+
+async def test_a_node_stale_by_its_status_but_not_by_its_lease_stays_ready() -> None:
+    """Routine heartbeats renew the node lease, not the Node: node-health reads the lease
+    before declaring a node silent, and re-arms its timer from it."""
+    clock = FakeClock()
+    stale = node("a", rv=12, heartbeat=clock.now() - timedelta(seconds=95))
+    client = FakeClient()
+    client.leases["a"] = clock.now() - timedelta(seconds=10)
+    reconciler = NodeHealth(client, informer_of(Node, stale), clock, TIMEOUT, NullLog())  # type: ignore[arg-type]
+    assert await reconciler.reconcile("a") == Result(requeue_after=80.0)
+    assert client.calls == []
+
+    client.leases["a"] = clock.now() - timedelta(seconds=91)  # the lease is stale too
+    assert await reconciler.reconcile("a") is None
+    [call] = client.calls
+    assert call.args[0].status.state is NodeState.NOT_READY
+
+
+def test_evaluate_takes_the_newer_of_status_and_lease() -> None:
+    clock = FakeClock()
+    n = node("a", heartbeat=clock.now() - timedelta(seconds=30))
+    older = clock.now() - timedelta(seconds=60)
+    assert evaluate(n.status, clock.now(), TIMEOUT, older).requeue_after == pytest.approx(60.0)
+    newer = clock.now() - timedelta(seconds=5)
+    assert evaluate(n.status, clock.now(), TIMEOUT, newer).requeue_after == pytest.approx(85.0)

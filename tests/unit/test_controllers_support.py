@@ -175,6 +175,11 @@ class _FakeResource:
     async def delete(self, name: str, *, force: bool = False) -> Any:
         return await self._record("delete", name, force=force)
 
+    async def last_heartbeat(self, name: str) -> Any:
+        """A read (not recorded): the node lease set in ``FakeClient.leases``."""
+        await asyncio.sleep(0)
+        return self._owner.leases.get(name)
+
 
 class FakeClient:
     """Records every write; ``errors["projects.patch_status"] = Conflict(...)`` makes the next
@@ -184,6 +189,8 @@ class FakeClient:
         self.calls: list[Call] = []
         self._called = asyncio.Event()
         self.errors: dict[str, CaravanseraiError] = {}
+        # Node leases (``nodes.last_heartbeat``): none unless a test sets one.
+        self.leases: dict[str, datetime] = {}
         self.projects = _FakeResource(self, "projects")
         self.nodes = _FakeResource(self, "nodes")
 

@@ -153,3 +153,32 @@ def test_sync_ready_condition_fixes_contradictions_only() -> None:
         Condition(type="Ready", status=ConditionStatus.FALSE, reason="HeartbeatTimeout")])
     lifecycle.sync_ready_condition(consistent, T0)
     assert consistent.conditions[0].reason == "HeartbeatTimeout"
+
+
+def test_only_a_heartbeat_of_news_rewrites_a_ready_node() -> None:
+    """A Ready node's heartbeat that changes nothing renews its lease only; any change, a
+    node that is not Ready, or a lastHeartbeat past the refresh period rewrites the Node."""
+    status = lifecycle.initial_node_status(T0)
+    full = Heartbeat(state=NodeState.READY, network=NodeNetwork(ip="10.0.0.1", agent_port=9090),
+                     capacity={"cpu": "2"}, info=NodeInfo(agent_version="1"))
+    assert not lifecycle.heartbeat_is_routine(status, full, at(1))  # NotReady → Ready
+    lifecycle.apply_heartbeat(status, full, at(1))
+    beat = Heartbeat(state=NodeState.READY, network=NodeNetwork(ip="10.0.0.1", agent_port=9090))
+    assert lifecycle.heartbeat_is_routine(status, beat, at(11))
+    assert lifecycle.heartbeat_is_routine(status, full, at(11))  # the same report again
+    assert lifecycle.heartbeat_is_routine(status, Heartbeat(), at(11))  # timestamp only
+    moved = Heartbeat(state=NodeState.READY, network=NodeNetwork(ip="10.0.0.2"))
+    assert not lifecycle.heartbeat_is_routine(status, moved, at(11))
+    sick = Heartbeat(state=NodeState.NOT_READY)
+    assert not lifecycle.heartbeat_is_routine(status, sick, at(11))
+    assert not lifecycle.heartbeat_is_routine(status, Heartbeat(capacity={"cpu": "4"}), at(11))
+    refresh = lifecycle.NODE_STATUS_REFRESH
+    assert not lifecycle.heartbeat_is_routine(status, beat, at(1) + refresh)
+    assert not lifecycle.heartbeat_is_routine(status, beat, at(12), timedelta(seconds=10))
+
+    silent = status.model_copy(deep=True)
+    silent.state = NodeState.NOT_READY  # node-health's doing: the next beat must be seen
+    assert not lifecycle.heartbeat_is_routine(silent, beat, at(11))
+    drained = status.model_copy(deep=True)
+    drained.state = NodeState.DRAINING
+    assert not lifecycle.heartbeat_is_routine(drained, beat, at(11))
