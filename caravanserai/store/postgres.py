@@ -73,6 +73,7 @@ from caravanserai.api.selectors import Selector
 from caravanserai.store import schema as _schema
 from caravanserai.store.failover import POOL_CONNECTION_KWARGS, HistoryGuard
 from caravanserai.store.hub import CHANNEL, HubLimits, HubWatch, WatchHub, db_errors
+from caravanserai.store.pooled import pooled_connection
 from caravanserai.store.types import ListResult, Mutator, Obj, StoreEvent
 
 log = structlog.get_logger(__name__)
@@ -420,7 +421,7 @@ class PostgresStore:
         store._guard = HistoryGuard(hub, on_reset=store._recent.clear)
         try:
             if apply_schema:
-                async with pool.connection() as conn:
+                async with pooled_connection(pool) as conn:
                     await _schema.apply_schema(conn)
             await hub.start()
         except BaseException:
@@ -478,7 +479,7 @@ class PostgresStore:
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         with db_errors():
-            async with self._pool.connection() as conn:
+            async with pooled_connection(self._pool) as conn:
                 yield conn
 
     def _remember(self, kind: str, name: str, obj: Obj) -> None:

@@ -1,0 +1,39 @@
+"""A task cancelled while it waits for a pooled connection ends cancelled, however the
+cancel and the hand-over of a connection interleave (Python 3.11's ``asyncio.wait_for``,
+which psycopg_pool waits with, drops the cancellation when both land in one iteration)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from caravanserai.store.pooled import pooled_connection
+
+
+@pytest.mark.parametrize("yields", range(8))
+async def test_a_cancel_that_meets_a_free_connection_is_not_lost(
+    database_url: str, yields: int
+) -> None:
+    async with AsyncConnectionPool(database_url, min_size=1, max_size=1, open=False) as pool:
+        await pool.open(wait=True)
+        went_on = asyncio.Event()
+
+        async def waiter() -> None:
+            async with pooled_connection(pool):
+                went_on.set()  # a lost cancel: the task carries on with the connection
+
+        async with pooled_connection(pool):
+            task = asyncio.create_task(waiter())
+            for _ in range(3):
+                await asyncio.sleep(0)  # the waiter is queued for the connection
+        for _ in range(yields):  # the hand-over, part or all of it
+            await asyncio.sleep(0)
+        task.cancel()
+        result: Any = await asyncio.gather(task, return_exceptions=True)
+        assert isinstance(result[0], asyncio.CancelledError) or (
+            went_on.is_set() and task.cancelling() == 0
+        ), "the cancellation was lost"
+        assert not (went_on.is_set() and task.cancelling() > 0)
