@@ -77,7 +77,7 @@ from caravanserai.server.ui import add_ui_routes
 from caravanserai.server.watch_stream import NDJSON, WatchRegistry
 from caravanserai.store.node_leases import NodeLeaseStore
 from caravanserai.store.postgres import PostgresStore
-from caravanserai.store.tokens import TokenStore
+from caravanserai.store.tokens import CachingTokenStore
 from caravanserai.store.types import Store
 from caravanserai.tls import client_context
 
@@ -613,7 +613,10 @@ def create_app(
     """
     metrics = Metrics()
     routes = route_table()
-    tokens = TokenStore(store) if isinstance(store, PostgresStore) else None
+    tokens: CachingTokenStore | None = None
+    if isinstance(store, PostgresStore):
+        tokens = CachingTokenStore(store)
+        store.hub.add_tokens_listener(tokens.forget_cached)
     authenticator = Authenticator(
         tokens,
         static_token=config.api_token,

@@ -64,11 +64,14 @@ from caravanserai.api.problems import (
 )
 from caravanserai.api.selectors import Selector, field_value
 from caravanserai.api.watch import EventType
+from caravanserai.store.pooled import pooled_connection
 from caravanserai.store.types import StoreEvent
 
 log = structlog.get_logger(__name__)
 
 CHANNEL = "cara_events"
+# Credentials changed (a token revoked or replaced): processes drop their token caches.
+TOKENS_CHANNEL = "cara_tokens"
 HUB_APPLICATION_NAME = "cara-watch-hub"
 
 # Objects are read as their JSON text: its length is the size the byte bounds count, and
@@ -300,6 +303,17 @@ class WatchHub:
         self._reconnect_check: Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]] | None
         self._reconnect_check = None
         self._epoch = 0
+        self._tokens_listeners: list[Callable[[], None]] = []
+
+    def add_tokens_listener(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` (synchronously, must be quick) when a credential changed
+        anywhere (``NOTIFY cara_tokens``) and after every reconnect of the LISTEN connection
+        (a change may have gone unnoticed while it was down)."""
+        self._tokens_listeners.append(callback)
+
+    def _tokens_changed(self) -> None:
+        for callback in self._tokens_listeners:
+            callback()
 
     def add_listener(self, callback: Callable[[list[StoreEvent]], None]) -> None:
         """Call ``callback(batch)`` (synchronously, must be quick) for each batch read."""
@@ -430,6 +444,7 @@ class WatchHub:
                 # LISTEN before reading the head: a commit in between is then either below
                 # the head we read or notified to us, never neither.
                 await conn.execute(f"LISTEN {CHANNEL}".encode())
+                await conn.execute(f"LISTEN {TOKENS_CHANNEL}".encode())
                 if self._connects == 0:
                     cur = await conn.execute(b"SELECT rev FROM cara_revision")
                     row = await cur.fetchone()
@@ -441,6 +456,7 @@ class WatchHub:
             raise
         self._conn = conn
         self._connects += 1
+        self._tokens_changed()
 
     async def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
@@ -505,6 +521,9 @@ class WatchHub:
         while (remaining := deadline - loop.time()) > 0:
             newest = 0
             async for n in conn.notifies(timeout=remaining, stop_after=1):
+                if n.channel == TOKENS_CHANNEL:
+                    self._tokens_changed()
+                    continue
                 # The payload is the revision; anything else still means "look".
                 newest = max(newest, int(n.payload) if n.payload.isdigit() else 1 << 62)
             if newest > self._head:
@@ -627,7 +646,7 @@ class WatchHub:
     async def _read_log(
         self, kind: str | None, after: int, upto: int, limit: int
     ) -> list[tuple[Any, ...]]:
-        async with self._pool.connection() as conn, asyncio.timeout(self._query_timeout):
+        async with pooled_connection(self._pool) as conn, asyncio.timeout(self._query_timeout):
             # One statement, one snapshot: the compaction mark and the events agree.
             cur = await conn.execute(
                 "SELECT c.revision, e.* FROM cara_compaction c LEFT JOIN LATERAL ("
@@ -643,7 +662,7 @@ class WatchHub:
     async def database_revision(self) -> int:
         """The newest committed revision (read from the database, not the hub's head)."""
         with db_errors():
-            async with self._pool.connection() as conn, asyncio.timeout(self._query_timeout):
+            async with pooled_connection(self._pool) as conn, asyncio.timeout(self._query_timeout):
                 cur = await conn.execute(b"SELECT rev FROM cara_revision")
                 row = await cur.fetchone()
         return int(row[0]) if row else 0
@@ -651,7 +670,7 @@ class WatchHub:
     async def compacted_revision(self) -> int:
         """The newest revision removed from the log (read from the database)."""
         with db_errors():
-            async with self._pool.connection() as conn, asyncio.timeout(self._query_timeout):
+            async with pooled_connection(self._pool) as conn, asyncio.timeout(self._query_timeout):
                 cur = await conn.execute(b"SELECT revision FROM cara_compaction")
                 row = await cur.fetchone()
         return int(row[0]) if row else 0

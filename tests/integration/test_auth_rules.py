@@ -15,12 +15,16 @@ import aiohttp
 import auth_support
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 from auth_support import Secured, bearer
-from server_support import start_server_process, stop_server_process
+from server_support import make_config, start_server_process, stop_server_process
 from structlog.testing import capture_logs
+from test_client_support import eventually
 
 from caravanserai.api.base import utcnow
+from caravanserai.server.app import create_app
 from caravanserai.server.authn import digest
+from caravanserai.store.postgres import PostgresStore
 
 secured = pytest.fixture(auth_support.serve_secured, name="secured")
 PROBLEM = "application/problem+json"
@@ -101,6 +105,37 @@ async def test_revoked_and_expired_tokens_are_401_and_change_nothing(secured: Se
     assert "expired" in body["detail"]
     listed = await secured.admin("GET", "/api/v1/projects")
     assert [p["metadata"]["name"] for p in listed["items"]] == ["pa", "pb"]
+
+
+async def test_a_revocation_reaches_a_server_that_remembers_the_token(
+    secured: Secured, database_url: str
+) -> None:
+    """Servers remember tokens they checked; revoking one on another server (replica or
+    worker) still ends it there — the revocation is announced to every server."""
+    created = await secured.admin("POST", "/api/v1/tokens", {"name": "ci", "role": "view"})
+    other_store = await PostgresStore.open(database_url, pool_min=1, pool_max=2)
+    other = TestServer(
+        create_app(make_config(database_url, insecure_allow_anonymous=False), other_store),
+        host="127.0.0.1",
+    )
+    await other.start_server()
+    url = str(other.make_url("/api/v1/projects"))
+    try:
+        async def status_on_other() -> int:
+            async with secured.api.session.get(url, headers=bearer(created["token"])) as resp:
+                return resp.status
+
+        assert await status_on_other() == 200  # now remembered there
+        await secured.admin("DELETE", "/api/v1/tokens/ci")  # through the first server
+
+        async def refused() -> bool:
+            return await status_on_other() == 401
+
+        # The announcement travels as a watch event does: not before the revoke's commit.
+        await eventually(refused)
+    finally:
+        await other.close()
+        await other_store.close()
 
 
 async def test_forbidden_names_the_role_and_the_verb(secured: Secured) -> None:
