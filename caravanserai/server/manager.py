@@ -47,11 +47,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -72,6 +74,7 @@ from caravanserai.logging import get_logger
 from caravanserai.server.config import ConfigError
 from caravanserai.server.inprocess import InProcessClient
 from caravanserai.server.state import CONFIG, REGISTRIES
+from caravanserai.store.postgres import reserved_connection
 
 __all__ = [
     "MANAGER",
@@ -197,6 +200,8 @@ class ControllerManager:
         informer_clock: the informers' clock (kept real in tests that fake the controllers'
             time, so watch liveness timers are not fired by a test's time jumps).
         identity: this candidate's identity in the lease table (default host-pid-random).
+        lease_client: how the lease is held, when not through ``client`` (cara-server
+            renews it over the store's reserved connection).
     """
 
     def __init__(
@@ -208,6 +213,7 @@ class ControllerManager:
         clock: Clock | None = None,
         informer_clock: Clock | None = None,
         identity: str | None = None,
+        lease_client: Client | None = None,
     ) -> None:
         self.client = client
         self.factories = dict(factories)
@@ -221,7 +227,7 @@ class ControllerManager:
         self.controllers: dict[str, RunnableController] = {}
         """The current term's controllers by name (empty while not leading)."""
         self.elector = LeaderElector(
-            client,
+            lease_client or client,
             on_started_leading=self._lead,
             name=self.settings.lease_name,
             identity=identity,
@@ -300,6 +306,33 @@ class ControllerManager:
 MANAGER = web.AppKey("controller_manager", ControllerManager)
 
 
+class _ReservedCalls:
+    """``inner``'s coroutine methods, each run on the store's reserved connection."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if not inspect.iscoroutinefunction(attr):
+            return attr
+
+        @functools.wraps(attr)
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            with reserved_connection():
+                return await attr(*args, **kwargs)
+
+        return call
+
+
+class _ReservedLeases:
+    """The elector's client: its lease reads and writes never queue behind the requests of
+    a busy server for a pooled connection (``PostgresStore.reserved_connection``)."""
+
+    def __init__(self, client: InProcessClient) -> None:
+        self.leases = _ReservedCalls(client.leases)
+
+
 def controller_manager(
     settings: ManagerSettings | None = None,
     *,
@@ -336,6 +369,7 @@ def controller_manager(
             clock=clock,
             informer_clock=informer_clock,
             identity=identity,
+            lease_client=cast(Client, _ReservedLeases(client)),
         )
         try:
             await manager.start()

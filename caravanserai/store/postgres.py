@@ -45,10 +45,11 @@ import base64
 import binascii
 import builtins
 import contextlib
+import contextvars
 import json
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
 from types import TracebackType
 from typing import Any
@@ -226,6 +227,27 @@ def _promoted(obj: Obj) -> dict[str, Any]:
     }
 
 
+_RESERVED: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "cara_store_reserved", default=False
+)
+
+
+@contextlib.contextmanager
+def reserved_connection() -> Iterator[None]:
+    """Store calls in this block use the store's reserved connection, not the requests' pool.
+
+    For the leader's lease: on a server whose pool is queued seconds deep with requests, a
+    renewal that waited its turn would miss its deadline and the controller manager would
+    lose leadership — and then relist everything, the heaviest thing it does — just when
+    the cluster is busiest. One connection, so such calls run one at a time.
+    """
+    token = _RESERVED.set(True)
+    try:
+        yield
+    finally:
+        _RESERVED.reset(token)
+
+
 _TOKEN_MAX_BYTES = 1024
 
 
@@ -340,6 +362,7 @@ class PostgresStore:
         """Use :meth:`open`; the constructor only wires already-created parts."""
         self._dsn = dsn
         self._pool = pool
+        self._reserved: AsyncConnectionPool[Any] | None = None
         self._hub = hub
         self._retention_events = retention_events
         self._retention_age = retention_age
@@ -388,26 +411,33 @@ class PostgresStore:
         ``listen_dsn`` (default ``dsn``) is the watch hub's direct connection, for when
         ``dsn`` goes through a transaction-mode pooler (see ``store/failover.py``).
         """
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            dsn,
-            min_size=pool_min,
-            max_size=pool_max,
-            open=False,
-            timeout=connect_timeout,
-            name="cara-store",
-            # autocommit: a create is one self-committing statement, and the other writes
-            # manage BEGIN/COMMIT themselves so they can pipeline them.
-            kwargs={
-                **POOL_CONNECTION_KWARGS,
-                "autocommit": True,
-                "connect_timeout": max(1, int(connect_timeout)),
-                "application_name": application_name,
-            },
-        )
+        def make_pool(size_min: int, size_max: int, name: str) -> AsyncConnectionPool[Any]:
+            return AsyncConnectionPool(
+                dsn,
+                min_size=size_min,
+                max_size=size_max,
+                open=False,
+                timeout=connect_timeout,
+                name=name,
+                # autocommit: a create is one self-committing statement, and the other
+                # writes manage BEGIN/COMMIT themselves so they can pipeline them.
+                kwargs={
+                    **POOL_CONNECTION_KWARGS,
+                    "autocommit": True,
+                    "connect_timeout": max(1, int(connect_timeout)),
+                    "application_name": application_name,
+                },
+            )
+
+        pool = make_pool(pool_min, pool_max, "cara-store")
+        # One connection kept apart from the requests' pool: see reserved_connection().
+        reserved = make_pool(1, 1, "cara-store-reserved")
         try:
             await pool.open(wait=True, timeout=connect_timeout)
+            await reserved.open(wait=True, timeout=connect_timeout)
         except PoolTimeout as exc:
             await pool.close()
+            await reserved.close()
             raise Unavailable(f"cannot connect to PostgreSQL: {exc}") from exc
         hub = WatchHub(listen_dsn or dsn, pool, ring_size=ring_size, limits=hub_limits,
                        poll_interval=poll_interval,
@@ -419,6 +449,7 @@ class PostgresStore:
             recent_objects=recent_objects,
         )
         store._guard = HistoryGuard(hub, on_reset=store._recent.clear)
+        store._reserved = reserved
         try:
             if apply_schema:
                 async with pooled_connection(pool) as conn:
@@ -427,6 +458,7 @@ class PostgresStore:
         except BaseException:
             await hub.close()
             await pool.close()
+            await reserved.close()
             raise
         if compaction_interval > 0 and (retention_events is not None or retention_age):
             store._compactor = asyncio.create_task(store._compact_loop(), name="cara-compactor")
@@ -444,6 +476,8 @@ class PostgresStore:
                 await self._compactor
         await self._hub.close()
         await self._pool.close()
+        if self._reserved is not None:
+            await self._reserved.close()
 
     async def __aenter__(self) -> PostgresStore:
         return self
@@ -478,8 +512,11 @@ class PostgresStore:
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        pool = self._pool
+        if _RESERVED.get() and self._reserved is not None:
+            pool = self._reserved
         with db_errors():
-            async with pooled_connection(self._pool) as conn:
+            async with pooled_connection(pool) as conn:
                 yield conn
 
     def _remember(self, kind: str, name: str, obj: Obj) -> None:

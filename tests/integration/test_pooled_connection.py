@@ -37,3 +37,21 @@ async def test_a_cancel_that_meets_a_free_connection_is_not_lost(
             went_on.is_set() and task.cancelling() == 0
         ), "the cancellation was lost"
         assert not (went_on.is_set() and task.cancelling() > 0)
+
+
+async def test_the_reserved_connection_does_not_queue_behind_the_pool(database_url: str) -> None:
+    """The leader's lease renewal runs on the store's reserved connection: a pool taken up
+    by requests does not make it wait (and lose leadership)."""
+    from caravanserai.store.postgres import PostgresStore, reserved_connection
+
+    store = await PostgresStore.open(database_url, pool_min=1, pool_max=1)
+    try:
+        async with store.connection():  # every pooled connection is busy
+            queued = asyncio.create_task(store.list("Lease"))
+            with reserved_connection():
+                listed = await asyncio.wait_for(store.list("Lease"), 10)
+            assert listed.items == []
+            assert not queued.done()  # the ordinary call still waits for the pool
+        assert (await queued).items == []
+    finally:
+        await store.close()
