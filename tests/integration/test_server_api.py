@@ -694,3 +694,15 @@ async def test_readyz_is_503_when_the_database_is_gone(api: Api, database_url: s
         await asyncio.sleep(0.2)
     else:
         raise AssertionError("readyz did not recover")
+
+
+async def test_routine_requests_log_at_debug_failures_at_info(api: Api) -> None:
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        status, _, _ = await api.call("GET", "/api/v1/projects")
+        assert status == 200
+        status, _, _ = await api.call("GET", "/api/v1/projects/ghost")
+        assert status == 404
+    levels = {e["path"]: e["log_level"] for e in logs if e["event"] == "request"}
+    assert levels == {"/api/v1/projects": "debug", "/api/v1/projects/ghost": "info"}

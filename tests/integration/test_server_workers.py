@@ -16,7 +16,8 @@ async def test_two_workers_share_the_port_the_metrics_and_shut_down_together(
     database_url: str, tmp_path: Path
 ) -> None:
     server = start_server_process(
-        {"DATABASE_URL": database_url, "CARA_BOOKMARK_INTERVAL": "1"},
+        # DEBUG: the request lines (which name the worker) are debug-level.
+        {"DATABASE_URL": database_url, "CARA_BOOKMARK_INTERVAL": "1", "DEBUG": "true"},
         cwd=tmp_path, args=["--workers", "2"],
     )
     try:
