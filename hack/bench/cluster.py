@@ -447,6 +447,15 @@ def _axes(x0: int, y0: int, w: int, h: int, xmax: float, xlabel: str, ymax: floa
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
 
 
+def _thin(points: list[str], limit: int = 600) -> str:
+    """At most about ``limit`` points of a polyline (the plot is 560 px wide), the last kept."""
+    step = max(1, len(points) // limit)
+    kept = points[::step]
+    if kept[-1] != points[-1]:
+        kept.append(points[-1])
+    return " ".join(kept)
+
+
 def cdf_svg(series: dict[str, list[float]]) -> str:
     x0, y0, w, h = 70, 340, 560, 290
     values = [v for s in series.values() for v in s if v > 0]
@@ -456,8 +465,8 @@ def cdf_svg(series: dict[str, list[float]]) -> str:
         data = sorted(v for v in data if v == v)
         if not data:
             continue
-        pts = " ".join(f"{x0 + w * max(0.0, v) / xmax:.1f},{y0 - h * (i + 1) / len(data):.1f}"
-                       for i, v in enumerate(data))
+        pts = _thin([f"{x0 + w * max(0.0, v) / xmax:.1f},{y0 - h * (i + 1) / len(data):.1f}"
+                     for i, v in enumerate(data)])
         colour = COLOURS[k % len(COLOURS)]
         body.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" '
                     f'points="{pts}"/>')
@@ -479,8 +488,8 @@ def timeline_svg(report: dict[str, Any]) -> str:
         times = sorted(times)
         if not times:
             continue
-        pts = " ".join(f"{x0 + w * t / tmax:.1f},{y0 - h * (i + 1) / ymax:.1f}"
-                       for i, t in enumerate(times))
+        pts = _thin([f"{x0 + w * t / tmax:.1f},{y0 - h * (i + 1) / ymax:.1f}"
+                     for i, t in enumerate(times)])
         colour = COLOURS[k % len(COLOURS)]
         body.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" '
                     f'points="{pts}"/>')
