@@ -274,8 +274,8 @@ def describe_node(
     projects: Sequence[Project] = (),
     last_heartbeat: datetime | None = None,
 ) -> str:
-    """``last_heartbeat``: the node lease's (newer than ``status.lastHeartbeat`` while the
-    heartbeats change nothing)."""
+    """``last_heartbeat``: what ``GET /api/v1/nodes/{name}/heartbeat`` answered (already the
+    newer of the lease and ``status.lastHeartbeat``); without it, the status's."""
     now = now or datetime.now(UTC)
     r = Report()
     _metadata(r, node, now)
@@ -283,8 +283,7 @@ def describe_node(
     r.add("Hostname", or_placeholder(spec.hostname))
     r.add("Unschedulable", "true" if spec.unschedulable else "false")
     r.add("State", status.state.value if status.state else UNKNOWN)
-    beats = [t for t in (status.last_heartbeat, last_heartbeat) if t is not None]
-    r.add("Last Heartbeat", timestamp_with_age(max(beats) if beats else None, now))
+    r.add("Last Heartbeat", timestamp_with_age(last_heartbeat or status.last_heartbeat, now))
 
     net = status.network
     r.add("Network")

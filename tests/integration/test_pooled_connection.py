@@ -19,11 +19,9 @@ async def test_a_cancel_that_meets_a_free_connection_is_not_lost(
 ) -> None:
     async with AsyncConnectionPool(database_url, min_size=1, max_size=1, open=False) as pool:
         await pool.open(wait=True)
-        went_on = asyncio.Event()
-
         async def waiter() -> None:
             async with pooled_connection(pool):
-                went_on.set()  # a lost cancel: the task carries on with the connection
+                pass  # reached with a cancel pending: the cancellation was lost
 
         async with pooled_connection(pool):
             task = asyncio.create_task(waiter())
@@ -33,10 +31,11 @@ async def test_a_cancel_that_meets_a_free_connection_is_not_lost(
             await asyncio.sleep(0)
         task.cancel()
         result: Any = await asyncio.gather(task, return_exceptions=True)
-        assert isinstance(result[0], asyncio.CancelledError) or (
-            went_on.is_set() and task.cancelling() == 0
-        ), "the cancellation was lost"
-        assert not (went_on.is_set() and task.cancelling() > 0)
+        # Either it ended cancelled, or it had finished before the cancel (which then
+        # counted nothing); finishing with a cancel counted is the lost cancellation.
+        assert isinstance(result[0], asyncio.CancelledError) or task.cancelling() == 0, (
+            "the cancellation was lost"
+        )
 
 
 async def test_the_reserved_connection_does_not_queue_behind_the_pool(database_url: str) -> None:
